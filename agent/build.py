@@ -1,0 +1,144 @@
+"""Build an MM-LLM from a composed config, and save / load it as a folder of safetensors + JSON.
+
+Config (configs/agent.yaml and its groups):
+    backbone:   configs/backbone/<name>.yaml  (source tiny | pretrained | gguf)
+    projector:  configs/projector/<name>.yaml (`_target_` + kwargs; in_dim/out_dim filled here)
+    lora:       configs/lora/<name>.yaml
+    modalities: {name: configs/modality/<name>.yaml}, grafted in order
+    routing:    stacked | gated
+
+Checkpoint folder:
+    graft.json               the configs above, adapter order, versions
+    tokenizer/               tokenizer.save_pretrained (placeholder tokens included)
+    backbone.safetensors     base weights, only for `tiny` (random) backbones
+    adapters/<name>/         peft format: PeftModel.from_pretrained(base, "adapters/<name>")
+    modalities/<name>.safetensors, projectors/<name>.safetensors
+The folder is written under a temporary name and renamed into place, so a kill never leaves a
+half-written checkpoint behind.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
+
+from graft.agent.backbone import _atomic_save_dir, load_backbone
+from graft.agent.mmllm import MMLLM
+
+FORMAT_VERSION = 1
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def build_modality(name: str, cfg: Mapping[str, Any]):
+    cfg = dict(_plain(cfg))
+    cfg["name"] = name
+    return hydra.utils.instantiate(cfg, _convert_="all")
+
+
+def build_projector(cfg: Mapping[str, Any], in_dim: int, out_dim: int):
+    return hydra.utils.instantiate(dict(_plain(cfg)), in_dim=in_dim, out_dim=out_dim)
+
+
+def graft_modality(mm: MMLLM, name: str, modality_cfg: Mapping, projector_cfg: Mapping) -> None:
+    """Build modality `name` and its projector from configs and graft them onto `mm`."""
+    modality = build_modality(name, modality_cfg)
+    projector = build_projector(projector_cfg, modality.feature_dim, mm.embed_dim)
+    mm.graft(name, modality, projector)
+    mm.graft_configs[name] = {"modality": _plain(modality_cfg), "projector": _plain(projector_cfg)}
+
+
+def graft_task(mm: MMLLM, name: str) -> None:
+    """Graft a LoRA adapter with no encoder (e.g. the text-only skills stage)."""
+    mm.graft(name)
+    mm.graft_configs[name] = {"modality": None, "projector": None}
+
+
+def build_mmllm(cfg: Mapping[str, Any]) -> MMLLM:
+    llm, tokenizer = load_backbone(_plain(cfg["backbone"]))
+    mm = MMLLM(llm, tokenizer, _plain(cfg["lora"]), routing=cfg.get("routing", "stacked"))
+    mm.build_config = {"backbone": _plain(cfg["backbone"]), "lora": _plain(cfg["lora"]), "routing": mm.routing}
+    for name, modality_cfg in (cfg.get("modalities") or {}).items():
+        graft_modality(mm, name, modality_cfg, modality_cfg.get("projector") or cfg["projector"])
+    return mm
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("graft", "torch", "transformers", "peft"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def save_mmllm(mm: MMLLM, folder: str | Path) -> Path:
+    folder = Path(folder)
+
+    def write(tmp: Path) -> None:
+        meta = dict(mm.build_config, format_version=FORMAT_VERSION, adapters=list(mm.bank.names),
+                    grafts=mm.graft_configs, versions=_versions())
+        mm.tokenizer.save_pretrained(tmp / "tokenizer")
+        if meta["backbone"]["source"] == "tiny":
+            base = {k: v.contiguous() for k, v in mm.bank.base.state_dict().items() if "lora_" not in k}
+            base = {k.replace(".base_layer.", "."): v for k, v in base.items()}
+            save_file(_untie(base), tmp / "backbone.safetensors")
+        mm.bank.save(tmp / "adapters")
+        for sub, modules in (("modalities", mm.modalities), ("projectors", mm.projectors)):
+            (tmp / sub).mkdir()
+            for name, module in modules.items():
+                save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / sub / f"{name}.safetensors")
+        (tmp / "graft.json").write_text(json.dumps(meta, indent=2))
+
+    _atomic_save_dir(write, folder)
+    return folder
+
+
+def _untie(tensors: dict) -> dict:
+    """safetensors refuses shared storage (tied embeddings): store each tensor once, by its own copy."""
+    seen, out = {}, {}
+    for k, v in tensors.items():
+        key = (v.data_ptr(), v.shape)
+        out[k] = v.clone() if key in seen else v
+        seen[key] = k
+    return out
+
+
+def load_mmllm(folder: str | Path) -> MMLLM:
+    folder = Path(folder)
+    meta_path = folder / "graft.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{folder} is not a graft checkpoint (no graft.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"checkpoint format {meta.get('format_version')} != supported {FORMAT_VERSION}")
+    llm, _ = load_backbone(meta["backbone"])
+    if meta["backbone"]["source"] == "tiny":
+        missing, unexpected = llm.load_state_dict(load_file(folder / "backbone.safetensors"), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise ValueError(f"backbone weights do not match the config: missing {missing}, unexpected {unexpected}")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    mm = MMLLM(llm, tokenizer, meta["lora"], routing=meta["routing"])
+    mm.build_config = {k: meta[k] for k in ("backbone", "lora", "routing")}
+    for name in meta["adapters"]:
+        g = meta["grafts"][name]
+        if g["modality"] is not None:
+            modality = build_modality(name, g["modality"])
+            modality.load_state_dict(load_file(folder / "modalities" / f"{name}.safetensors"))
+            projector = build_projector(g["projector"], modality.feature_dim, mm.embed_dim)
+            projector.load_state_dict(load_file(folder / "projectors" / f"{name}.safetensors"))
+            mm.register_modality(name, modality, projector)
+        mm.bank.load(name, folder / "adapters" / name)
+        mm.graft_configs[name] = g
+    mm.set_trainable(None)
+    return mm

@@ -1,0 +1,62 @@
+"""`grid`: MiniGrid/BabyAI's symbolic egocentric view `(7, 7, 3)` uint8.
+
+Each cell holds (object index, colour index, state index); the frozen encoder embeds the three
+indices, sums them with a learned-at-init position embedding, and returns one token per cell.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from graft.agent.modalities.base import Modality
+from graft.envs.spec import ModalitySpec, ObservationError
+
+# minigrid.core.constants: 11 object types, 6 colours, 3 door states.
+NUM_OBJECTS, NUM_COLORS, NUM_STATES = 11, 6, 3
+
+
+class GridModality(Modality):
+    def __init__(self, name: str = "grid", view_size: int = 7, feature_dim: int = 32, seed: int = 0):
+        super().__init__(name)
+        self.view_size, self._feature_dim = view_size, feature_dim
+        torch.manual_seed(seed)
+        self.object_embed = nn.Embedding(NUM_OBJECTS, feature_dim)
+        self.color_embed = nn.Embedding(NUM_COLORS, feature_dim)
+        self.state_embed = nn.Embedding(NUM_STATES, feature_dim)
+        self.position_embed = nn.Parameter(torch.randn(view_size * view_size, feature_dim) * 0.02)
+        self.freeze()
+
+    @property
+    def spec(self) -> ModalitySpec:
+        return ModalitySpec(self.name, (self.view_size, self.view_size, 3), "uint8", 0, NUM_OBJECTS - 1,
+                            "symbolic view: (object, colour, state) per cell")
+
+    @property
+    def feature_dim(self) -> int:
+        return self._feature_dim
+
+    def preprocess(self, batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).long()  # (B, 7, 7, 3)
+        return x.to(self.position_embed.device).flatten(1, 2)  # (B, 49, 3)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        shape = (self.view_size, self.view_size)
+        cells = [rng.integers(0, n, shape) for n in (NUM_OBJECTS, NUM_COLORS, NUM_STATES)]
+        return np.stack(cells, -1).astype(np.uint8)
+
+    def validate(self, value, batched: bool = True) -> np.ndarray:
+        value = super().validate(value, batched)
+        for channel, (label, size) in enumerate(zip(("object", "colour", "state"), (NUM_OBJECTS, NUM_COLORS, NUM_STATES))):
+            top = int(value[..., channel].max()) if value.size else 0
+            if top >= size:
+                raise ObservationError(
+                    f"modality {self.spec.describe()}: {label} index {top} in channel {channel}, expected < {size}"
+                )
+        return value
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (
+            self.object_embed(x[..., 0]) + self.color_embed(x[..., 1]) + self.state_embed(x[..., 2])
+            + self.position_embed
+        )  # (B, 49, F)

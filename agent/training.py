@@ -1,0 +1,50 @@
+"""Training steps for the two MM-LLM stages of one grafted modality.
+
+- MM PT: the input projector alone learns, on X–text pairs (conditional text-generation loss).
+- MM IT: the projector and the modality's LoRA adapter learn, on instructions.
+
+The frozen parts (encoders, base LLM, earlier adapters and projectors) get no gradient and no
+optimiser state. `trainable_report` tells how many parameters each grafted name owns.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from graft.agent.mmllm import MMLLM, Example
+
+
+class StageTrainer:
+    """AdamW over exactly the parameters that stage `stage` of adapter `name` may train."""
+
+    def __init__(self, mm: MMLLM, name: str, stage: str, lr: float = 1e-3, weight_decay: float = 0.0,
+                 max_grad_norm: float | None = 1.0):
+        self.mm, self.name, self.stage, self.max_grad_norm = mm, name, stage, max_grad_norm
+        self.params = mm.set_trainable(name, stage)
+        if not self.params:
+            raise ValueError(f"stage '{stage}' of '{name}' has nothing to train (a task adapter has no projector for PT)")
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+
+    def step(self, examples: Sequence[Example]) -> float:
+        self.mm.train()
+        loss = self.mm(examples).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} in stage '{self.stage}' of '{self.name}'")
+        loss.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def trainable_report(mm: MMLLM) -> dict[str, dict[str, float]]:
+    """Per grafted name: projector and LoRA parameter counts, and their share of all parameters."""
+    total = sum(p.numel() for p in mm.parameters())
+    report = {}
+    for name in mm.bank.names:
+        projector = sum(p.numel() for p in mm.projectors[name].parameters()) if name in mm.projectors else 0
+        lora = sum(p.numel() for p in mm.bank.lora_parameters(name))
+        report[name] = {"projector": projector, "lora": lora, "share": (projector + lora) / total}
+    return report

@@ -1,0 +1,1 @@
+"""Hydra configuration tree of graft; ships inside the package as `graft.configs`."""

@@ -1,0 +1,3 @@
+"""graft.curricula: continual-learning stages, strategies, evaluation, reports and the CLI.
+
+The top floor: may import every other graft package."""

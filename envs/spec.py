@@ -1,0 +1,109 @@
+"""Observation and action specs: the contract between environments, data and the agent.
+
+A `ModalitySpec` names one entry of an observation dict ("rgb", "depth", "grid", ...) with its
+shape, dtype and value range. Environments publish their specs, the agent's modalities declare
+theirs, and `validate` turns a bad observation into an error that says what was expected.
+This module imports nothing of graft's (envs/ sits at the bottom of the dependency rule).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class ObservationError(ValueError):
+    """An observation does not match the spec of the modality it claims to be."""
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Shape, dtype and range of one modality's observation (one sample, no batch dimension).
+
+    A `None` entry in `shape` matches any size on that axis (e.g. images of any height).
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    low: float | None = None
+    high: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        np.dtype(self.dtype)  # raises TypeError on an unknown dtype name
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        rng = ""
+        if self.low is not None or self.high is not None:
+            rng = f", values in [{self.low}, {self.high}]"
+        return f"'{self.name}': shape ({dims}), dtype {self.dtype}{rng}"
+
+    def validate(self, value: Any, batched: bool = False) -> np.ndarray:
+        """Return `value` as a numpy array, or raise ObservationError naming what was expected.
+
+        With `batched=True` a leading batch axis is allowed in front of `shape`.
+        """
+        expected = self.describe()
+        if hasattr(value, "detach"):  # torch tensor
+            value = value.detach().cpu().numpy()
+        if not isinstance(value, np.ndarray):
+            raise ObservationError(
+                f"modality {expected}: got {type(value).__name__}, expected a numpy array"
+            )
+        shape = value.shape[1:] if batched else value.shape
+        if batched and value.ndim == 0:
+            shape = ()
+        if len(shape) != len(self.shape) or any(
+            want is not None and got != want for got, want in zip(shape, self.shape)
+        ):
+            raise ObservationError(f"modality {expected}: got shape {tuple(value.shape)}")
+        if value.dtype != np.dtype(self.dtype):
+            raise ObservationError(f"modality {expected}: got dtype {value.dtype}")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ObservationError(f"modality {expected}: got NaN or infinite values")
+        if value.size and self.low is not None and value.min() < self.low:
+            raise ObservationError(f"modality {expected}: got minimum {value.min()}")
+        if value.size and self.high is not None and value.max() > self.high:
+            raise ObservationError(f"modality {expected}: got maximum {value.max()}")
+        return value
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": [d for d in self.shape],
+            "dtype": self.dtype,
+            "low": self.low,
+            "high": self.high,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModalitySpec":
+        return cls(
+            name=data["name"],
+            shape=tuple(data["shape"]),
+            dtype=data["dtype"],
+            low=data.get("low"),
+            high=data.get("high"),
+            description=data.get("description", ""),
+        )
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """The modalities an environment emits, plus free-text keys such as `mission`."""
+
+    modalities: Mapping[str, ModalitySpec]
+    text_keys: tuple[str, ...] = ("mission",)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def validate(self, obs: Mapping[str, Any], batched: bool = False) -> dict[str, np.ndarray]:
+        missing = [k for k in self.modalities if k not in obs]
+        if missing:
+            want = "; ".join(self.modalities[k].describe() for k in missing)
+            raise ObservationError(f"observation is missing modality {missing}: expected {want}")
+        return {k: spec.validate(obs[k], batched) for k, spec in self.modalities.items()}

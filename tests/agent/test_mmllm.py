@@ -1,0 +1,96 @@
+"""Splicing modality tokens into the LLM input, generation, candidate scoring and input errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from graft.agent.mmllm import IGNORE, Example
+from graft.envs.spec import ObservationError
+
+
+@pytest.fixture
+def mm(tiny_mm):
+    return tiny_mm()
+
+
+def obs(mm, rng, *names):
+    return {n: mm.modalities[n].sample(rng) for n in names}
+
+
+def test_placeholder_is_replaced_by_the_modality_tokens(mm, rng):
+    ex = Example("<grid> where is the ball?", obs(mm, rng, "grid"), "ahead")
+    text_len = len(mm.prompt_ids(ex.prompt))
+    (spliced,) = mm.embed_prompts([ex])
+    assert spliced.shape == (text_len - 1 + 49, mm.embed_dim)  # grid: one token per cell
+    n_grid = mm.projectors["grid"](mm.modalities["grid"](ex.obs["grid"][None]))[0]
+    start = mm.prompt_ids(ex.prompt).index(mm.placeholder_ids["grid"])
+    assert torch.allclose(spliced[start : start + 49], n_grid)
+
+
+def test_labels_ignore_prompt_and_modality_positions(mm, rng):
+    examples = [Example("<grid> colour?", obs(mm, rng, "grid"), "red"), Example("say yes", {}, "yes")]
+    prompts = mm.embed_prompts(examples)
+    captured = {}
+    handle = mm.backbone.register_forward_pre_hook(lambda m, a, kw: captured.update(kw), with_kwargs=True)
+    mm(examples)
+    handle.remove()
+    labels = captured["labels"]
+    for b, (p, ex) in enumerate(zip(prompts, examples)):
+        response = mm._token_ids(ex.response + mm.tokenizer.eos_token)
+        assert (labels[b, : p.shape[0]] == IGNORE).all()
+        assert labels[b, p.shape[0] : p.shape[0] + len(response)].tolist() == response
+    assert captured["attention_mask"][1].sum() < captured["attention_mask"][0].sum()  # padded shorter row
+
+
+def test_batched_left_padded_generation_matches_one_at_a_time(mm, rng):
+    examples = [Example("<grid> what is ahead of you right now?", obs(mm, rng, "grid")), Example("hi", {})]
+    batched = mm.generate_ids(examples, max_new_tokens=6, min_new_tokens=6)
+    single = [mm.generate_ids([ex], max_new_tokens=6, min_new_tokens=6)[0] for ex in examples]
+    assert batched.shape == (2, 6)
+    assert batched[0].tolist() == single[0].tolist() and batched[1].tolist() == single[1].tolist()
+
+
+def test_score_matches_the_teacher_forced_loss(mm, rng):
+    ex = Example("<grid> which colour?", obs(mm, rng, "grid"))
+    candidates = ["red", "green ball", "blue"]
+    scores = mm.score([ex, Example("say it", {})], candidates)
+    assert scores.shape == (2, 3)
+    # log p(candidate) == -(mean CE over its tokens) * n_tokens, from an independent forward
+    out = mm([Example(ex.prompt, ex.obs, "green ball")])
+    n = len(mm._token_ids("green ball" + mm.tokenizer.eos_token))
+    eos_logp = mm.score([ex], ["green ball" + mm.tokenizer.eos_token])[0, 0]
+    assert torch.allclose(eos_logp, -out.loss * n, atol=1e-4)
+    assert scores[0, 1] > eos_logp  # the same answer without its end token is more likely
+
+
+def test_unknown_modality_key_names_what_the_agent_reads(mm, rng):
+    with pytest.raises(ObservationError, match=r"unknown modality \['lidar'\].*'grid'"):
+        mm.embed_prompts([Example("<grid> x", {**obs(mm, rng, "grid"), "lidar": np.zeros(3)})])
+
+
+def test_observation_without_placeholder_is_an_error(mm, rng):
+    with pytest.raises(ObservationError, match="exactly one <grid>"):
+        mm.embed_prompts([Example("no placeholder here", obs(mm, rng, "grid"))])
+
+
+def test_placeholder_without_observation_is_an_error(mm):
+    with pytest.raises(ObservationError, match=r"uses <rgb> but no 'rgb'.*uint8"):
+        mm.embed_prompts([Example("<rgb> what do you see?", {})])
+
+
+def test_wrong_shape_in_a_batch_names_the_modality(mm, rng):
+    good = obs(mm, rng, "grid")
+    with pytest.raises(ObservationError, match=r"'grid': shape \(7x7x3\).*got shape \(5, 7, 3\)"):
+        mm.embed_prompts([Example("<grid>", good), Example("<grid>", {"grid": good["grid"][:5]})])
+
+
+def test_gated_routing_uses_only_present_modalities(tiny_mm, rng):
+    stacked, gated = tiny_mm(), tiny_mm("routing=gated")
+    for m in (stacked, gated):  # make the rgb adapter non-zero so routing matters
+        for p in m.bank.lora_parameters("rgb"):
+            torch.nn.init.normal_(p, std=0.5)
+    ex = [Example("<grid> what?", obs(stacked, rng, "grid"), "ball")]
+    assert gated(ex).loss.item() != pytest.approx(stacked(ex).loss.item())
+    assert gated.bank.active == ("grid",)
+    assert stacked.bank.active == ("grid", "rgb")
