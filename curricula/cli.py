@@ -21,6 +21,15 @@ def _chat(cfg) -> int:
     return 0
 
 
+def _rollout(cfg) -> int:
+    from graft.curricula.rollout import run_rollout
+
+    summary = run_rollout(cfg)
+    print(f"{summary['policy']} on {summary['env']}: success_rate {summary['success_rate']:.2f} over "
+          f"{summary['episodes']} episodes, mean length {summary['mean_length']:.1f} -> {summary['run_dir']}")
+    return 0
+
+
 def _show(cfg) -> int:
     from omegaconf import OmegaConf
 
@@ -30,6 +39,7 @@ def _show(cfg) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable, str]] = {
     "chat": ("chat", _chat, "answer one prompt with observations from the config"),
+    "rollout": ("rollout", _rollout, "run expert | random | checkpoint policies on vector envs"),
 }
 
 

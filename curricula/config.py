@@ -25,3 +25,16 @@ def config_dir() -> Path:
 def group_options(group: str) -> list[str]:
     """The config names in one group folder, e.g. group_options("modality") → ["depth", "grid", ...]."""
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def run_dir(cfg, command: str, label: str = "") -> Path:
+    """The run folder: `cfg.run_dir` if set, else runs/<command>/<label>-<YYYYmmdd-HHMMSS>."""
+    import time
+
+    if cfg.get("run_dir"):
+        folder = Path(cfg.run_dir)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = Path("runs") / command / (f"{label}-{stamp}" if label else stamp)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -34,3 +34,12 @@ def test_chat_reads_an_observation_file_and_a_checkpoint(tmp_path, compose, caps
     assert result["observations"] == ["grid"]
     assert main(["chat", *args]) == 0
     assert capsys.readouterr().out.strip() == result["answer"]
+
+
+def test_chat_takes_its_observation_from_an_environment(compose):
+    from graft.curricula.chat import chat
+
+    cfg = compose("chat", ["+modality@modalities.rgb=rgb", "prompt='<rgb> <grid> what is ahead?'",
+                           "observation.grid.source=env", "+observation.grid.env=babyai_goto",
+                           "+observation.rgb={source: env, env: babyai_goto}"])
+    assert chat(cfg)["observations"] == ["grid", "rgb"]

@@ -1,0 +1,236 @@
+"""Actions as LLM tokens (RT-2 / OpenVLA style), and normalisation for continuous action chunks.
+
+- Discrete action spaces: one token per named action, e.g. "<act_forward>".
+- Continuous action spaces: each dimension is normalised to [-1, 1] with statistics fitted on a
+  dataset (`fit`: min/max, or the q01/q99 quantiles that ignore outliers), then cut into `n_bins`
+  uniform bins shared by all dimensions: tokens "<act_0>" ... "<act_{n_bins-1}>". Decoding returns
+  the bin centre, so for actions inside the fitted range the round-trip error is at most half a
+  bin width (in original units: (high - low) / n_bins / 2 per dimension); values outside the range
+  are clipped to it.
+
+`encode` returns indices into `token_strings()` (add those strings to the LLM's tokenizer and map
+index i to the id of token_strings()[i]); `decode` inverts it. `normalize` / `unnormalize` work on
+numpy arrays or torch tensors of any leading shape, for a diffusion action generator. Statistics
+are saved as JSON (`save` writes atomically). Standalone: numpy only, torch is optional.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class ActionTokenizer:
+    """Map actions to token indices and back; see the module docstring."""
+
+    def __init__(
+        self,
+        names: Sequence[str] | None = None,
+        dim: int | None = None,
+        n_bins: int = 256,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        stats: str = "minmax",
+        prefix: str = "act",
+    ):
+        if (names is None) == (dim is None):
+            raise ValueError("give exactly one of names= (discrete actions) or dim= (continuous actions)")
+        if stats not in ("minmax", "quantile"):
+            raise ValueError(f"stats must be 'minmax' or 'quantile' (q01/q99), got {stats!r}")
+        self.prefix = prefix
+        self.stats = stats
+        self.names = tuple(names) if names is not None else None
+        if self.names is not None:
+            if len(set(self.names)) != len(self.names) or not self.names:
+                raise ValueError(f"action names must be unique and non-empty, got {list(self.names)}")
+            self.dim, self.n_bins, self.low, self.high = None, None, None, None
+            return
+        if int(dim) < 1 or int(n_bins) < 2:
+            raise ValueError(f"need dim >= 1 and n_bins >= 2, got dim={dim}, n_bins={n_bins}")
+        self.dim, self.n_bins = int(dim), int(n_bins)
+        self.low = np.full(self.dim, -1.0) if low is None else np.asarray(low, dtype=np.float64)
+        self.high = np.full(self.dim, 1.0) if high is None else np.asarray(high, dtype=np.float64)
+        self._check_bounds()
+
+    # -- construction -------------------------------------------------------------------------------
+    @property
+    def discrete(self) -> bool:
+        return self.names is not None
+
+    def fit(self, actions: Any) -> "ActionTokenizer":
+        """Fit per-dimension normalisation bounds on a dataset of actions, shape (N, dim)."""
+        if self.discrete:
+            return self
+        a = _to_numpy(actions).astype(np.float64)
+        if a.size == 0 or a.shape[-1] != self.dim or not np.all(np.isfinite(a)):
+            raise ValueError(f"fit needs a non-empty, finite (N, {self.dim}) array of actions, "
+                             f"got shape {a.shape}")
+        a = a.reshape(-1, self.dim)
+        if self.stats == "minmax":
+            self.low, self.high = a.min(axis=0), a.max(axis=0)
+        else:
+            self.low, self.high = np.quantile(a, 0.01, axis=0), np.quantile(a, 0.99, axis=0)
+        self._check_bounds()
+        return self
+
+    def _check_bounds(self) -> None:
+        if self.low.shape != (self.dim,) or self.high.shape != (self.dim,):
+            raise ValueError(f"low/high must have shape ({self.dim},), "
+                             f"got {self.low.shape}, {self.high.shape}")
+        if np.any(self.high < self.low) or not np.all(np.isfinite([self.low, self.high])):
+            raise ValueError(f"need finite low <= high, "
+                             f"got low={self.low.tolist()}, high={self.high.tolist()}")
+
+    # -- vocabulary ---------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self.names) if self.discrete else self.n_bins
+
+    def token_strings(self) -> list[str]:
+        """The new tokens, in index order: add these to the LLM tokenizer."""
+        labels = self.names if self.discrete else range(self.n_bins)
+        return [f"<{self.prefix}_{label}>" for label in labels]
+
+    # -- continuous normalisation (numpy or torch, any leading shape) -------------------------------
+    def normalize(self, actions: Any) -> Any:
+        """Map actions (..., dim) from [low, high] to [-1, 1], clipping outside values."""
+        actions = actions if hasattr(actions, "detach") else np.asarray(actions, dtype=np.float64)
+        low, high = self._bounds_like(actions)
+        half = (high - low) / 2
+        half = half + (half == 0)  # a constant dimension maps to 0 instead of dividing by zero
+        return ((actions - (high + low) / 2) / half).clip(-1.0, 1.0)
+
+    def unnormalize(self, x: Any) -> Any:
+        """Inverse of `normalize`: (..., dim) in [-1, 1] back to action units."""
+        x = x if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
+        low, high = self._bounds_like(x)
+        return x.clip(-1.0, 1.0) * (high - low) / 2 + (high + low) / 2
+
+    def _bounds_like(self, x: Any) -> tuple[Any, Any]:
+        if self.discrete:
+            raise TypeError("normalize/unnormalize apply to continuous actions only")
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"expected actions with last dimension {self.dim}, got shape {tuple(x.shape)}")
+        if hasattr(x, "detach"):
+            import torch
+
+            return (torch.as_tensor(self.low, dtype=x.dtype, device=x.device),
+                    torch.as_tensor(self.high, dtype=x.dtype, device=x.device))
+        return self.low, self.high
+
+    # -- tokens -------------------------------------------------------------------------------------
+    def encode(self, actions: Any) -> np.ndarray:
+        """Token indices: discrete (...,) ints or names → (...,); continuous (..., dim) → (..., dim)."""
+        if self.discrete:
+            a = np.asarray(actions, dtype=object if _is_text(actions) else None)
+            if a.dtype == object:
+                lookup = {n: i for i, n in enumerate(self.names)}
+                bad = [x for x in a.ravel() if x not in lookup]
+                if bad:
+                    raise ValueError(f"unknown action name(s) {bad}; known: {list(self.names)}")
+                return np.vectorize(lookup.__getitem__, otypes=[np.int64])(a)
+            ids = _to_numpy(actions)
+            if ids.dtype.kind not in "iu" or np.any((ids < 0) | (ids >= len(self.names))):
+                raise ValueError(f"discrete actions must be ints in [0, {len(self.names)}), "
+                                 f"got {ids.tolist()}")
+            return ids.astype(np.int64)
+        a = _to_numpy(actions).astype(np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"cannot encode NaN or infinite actions: {a.tolist()}")
+        unit = (self.normalize(a) + 1.0) / 2.0  # [0, 1]
+        return np.minimum((unit * self.n_bins).astype(np.int64), self.n_bins - 1)
+
+    def decode(self, ids: Any) -> np.ndarray:
+        """Inverse of `encode`: discrete indices → ints, continuous bins → bin-centre actions."""
+        ids = _to_numpy(ids).astype(np.int64)
+        if np.any((ids < 0) | (ids >= self.vocab_size)):
+            raise ValueError(f"token indices must lie in [0, {self.vocab_size}), got {ids.tolist()}")
+        if self.discrete:
+            return ids
+        if ids.shape[-1] != self.dim:
+            raise ValueError(f"expected (..., {self.dim}) bin indices, got shape {ids.shape}")
+        centres = (ids + 0.5) / self.n_bins * 2.0 - 1.0
+        return self.unnormalize(centres).astype(np.float32)
+
+    def to_text(self, action: Any) -> str:
+        """One action as a token string, e.g. "<act_forward>" or "<act_12><act_240>"."""
+        strings = self.token_strings()
+        return "".join(strings[i] for i in np.ravel(self.encode(action)))
+
+    def from_text(self, text: str) -> Any:
+        """Parse the action tokens in `text` (other text is ignored); int for discrete, (dim,) else."""
+        index = {s: i for i, s in enumerate(self.token_strings())}
+        found = [index[t] for t in re.findall(rf"<{re.escape(self.prefix)}_[^>]+>", text) if t in index]
+        want = 1 if self.discrete else self.dim
+        if len(found) < want:
+            raise ValueError(f"expected {want} action token(s) like {self.token_strings()[0]!r}, found "
+                             f"{len(found)} in {text!r}")
+        decoded = self.decode(np.array(found[:want]))
+        return int(decoded[0]) if self.discrete else decoded
+
+    # -- persistence --------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "version": FORMAT_VERSION, "prefix": self.prefix, "stats": self.stats,
+            "names": list(self.names) if self.discrete else None,
+            "dim": self.dim, "n_bins": self.n_bins,
+            "low": None if self.discrete else self.low.tolist(),
+            "high": None if self.discrete else self.high.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ActionTokenizer":
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported action tokenizer format version {data.get('version')!r}")
+        if data.get("names") is not None:
+            return cls(names=data["names"], prefix=data["prefix"], stats=data["stats"])
+        return cls(dim=data["dim"], n_bins=data["n_bins"], low=data["low"], high=data["high"],
+                   stats=data["stats"], prefix=data["prefix"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON atomically (temp file in the same folder, then os.replace)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_json(), f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ActionTokenizer":
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+    def __repr__(self) -> str:
+        if self.discrete:
+            return f"ActionTokenizer(names={list(self.names)})"
+        return f"ActionTokenizer(dim={self.dim}, n_bins={self.n_bins}, stats={self.stats!r})"
+
+
+def _is_text(x: Any) -> bool:
+    if isinstance(x, str):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_is_text(v) for v in x)
+    return isinstance(x, np.ndarray) and x.dtype.kind in "USO"

@@ -1,0 +1,56 @@
+"""`graft rollout`: an expert, random or trained policy on vectorised envs, with a report.
+
+Writes rollout.json (from `graft.envs.rollout.rollout`), rollout.md and episode0.png to the run
+folder and returns the summary.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from graft.agent.runtime import configure_threads
+from graft.curricula.config import run_dir
+from graft.envs.rollout import make_env_factory, make_policy, rollout
+
+
+def build_policy(policy: str, env_cfg, seed: int):
+    if policy in ("expert", "random"):
+        return make_policy(policy, env_cfg, seed=seed)
+    folder = Path(policy)
+    if not (folder / "graft.json").exists():
+        raise ValueError(f"policy must be 'expert', 'random' or a graft checkpoint folder; {policy!r} is none of these")
+    from graft.agent.build import load_mmllm
+    from graft.agent.policy import Agent
+
+    env = make_env_factory(env_cfg)()
+    try:
+        return Agent.for_env(load_mmllm(folder), env)
+    finally:
+        env.close()
+
+
+def write_markdown(summary: dict, path: Path) -> None:
+    lines = [
+        f"# Rollout: {summary['policy']} on {summary['env']}",
+        "",
+        "| episodes | envs | success rate | mean return | mean length | env-steps/s |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {summary['episodes']} | {summary['num_envs']} | {summary['success_rate']:.2f} | "
+        f"{summary['mean_return']:.3f} | {summary['mean_length']:.1f} | {summary['steps_per_s']} |",
+    ]
+    if summary.get("frames_png"):
+        lines += ["", f"![first episode]({summary['frames_png']})"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_rollout(cfg) -> dict:
+    configure_threads(cfg.get("threads", "auto"))
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    policy = build_policy(str(cfg.policy), env_cfg, int(cfg.seed))
+    out = run_dir(cfg, "rollout", env_cfg.get("name", "env"))
+    summary = rollout(env_cfg, policy, episodes=int(cfg.episodes), num_envs=int(cfg.num_envs), seed=int(cfg.seed),
+                      out_dir=out, vector=cfg.vector, frames=int(cfg.frames))
+    write_markdown(summary, out / "rollout.md")
+    summary["run_dir"] = str(out)
+    return summary

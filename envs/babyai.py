@@ -1,0 +1,167 @@
+"""BabyAI / MiniGrid levels as modality-dict environments.
+
+`BabyAIEnv` wraps one level of the `minigrid` package (e.g. "BabyAI-GoToLocal-v0") and emits
+
+    rgb        uint8 (7*tile, 7*tile, 3)  the agent's egocentric 7x7 view rendered as an image
+    grid       uint8 (7, 7, 3)            the same view, symbolic: (object, colour, state) indices
+    direction  int in [0, 4)              compass heading (0 east, 1 south, 2 west, 3 north)
+    mission    str                        "go to the red ball"
+
+`grid` is indexed [row, col] like the image (minigrid's own `image` is [x, y]; we transpose):
+the agent stands at row 6, col 3 and looks towards row 0. Cell codes are minigrid's
+OBJECT_TO_IDX / COLOR_TO_IDX / STATE_TO_IDX. Actions are Discrete(7), named in ACTION_NAMES.
+`info["is_success"]` is True on the step that completes the mission.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the BabyAI-* and MiniGrid-* ids)
+import numpy as np
+from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
+
+from graft.envs.spec import ModalitySpec, ObservationSpec
+
+ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+DIRECTION_NAMES = ("east", "south", "west", "north")
+VIEW = 7  # minigrid's default agent_view_size
+AGENT_ROW, AGENT_COL = VIEW - 1, VIEW // 2
+MISSION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+IDX_TO_STATE = {v: k for k, v in STATE_TO_IDX.items()}
+OBJECT_TYPES = ("key", "ball", "box", "door")  # what captions and questions talk about
+
+
+def modality_specs(tile_size: int = 8) -> dict[str, ModalitySpec]:
+    """The modalities a `BabyAIEnv` with this tile size emits."""
+    side = VIEW * tile_size
+    return {
+        "rgb": ModalitySpec("rgb", (side, side, 3), "uint8", 0, 255,
+                            "egocentric 7x7 view rendered as an image; agent at the bottom centre"),
+        "grid": ModalitySpec("grid", (VIEW, VIEW, 3), "uint8", 0, 10,
+                             "egocentric 7x7 view, [row, col] -> (object, colour, state) indices"),
+    }
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One object in the agent's view, in agent-relative steps (ahead > 0, right > 0)."""
+
+    kind: str  # "key" | "ball" | "box" | "door"
+    color: str
+    ahead: int
+    right: int
+    state: str = ""  # doors: "open" | "closed" | "locked"
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.kind}"
+
+
+def visible_objects(grid: np.ndarray) -> list[Seen]:
+    """Objects in a (7, 7, 3) `grid` observation, nearest first (ties: left to right)."""
+    found = []
+    for row in range(VIEW):
+        for col in range(VIEW):
+            kind = IDX_TO_OBJECT[int(grid[row, col, 0])]
+            if kind not in OBJECT_TYPES or (row, col) == (AGENT_ROW, AGENT_COL):
+                continue
+            state = IDX_TO_STATE[int(grid[row, col, 2])] if kind == "door" else ""
+            found.append(Seen(kind, IDX_TO_COLOR[int(grid[row, col, 1])],
+                              AGENT_ROW - row, col - AGENT_COL, state))
+    return sorted(found, key=lambda s: (abs(s.ahead) + abs(s.right), s.right, s.ahead))
+
+
+def cell_kind(grid: np.ndarray, ahead: int, right: int) -> str:
+    """Object type at an agent-relative cell ("unseen" outside the view)."""
+    row, col = AGENT_ROW - ahead, AGENT_COL + right
+    if not (0 <= row < VIEW and 0 <= col < VIEW):
+        return "unseen"
+    return IDX_TO_OBJECT[int(grid[row, col, 0])]
+
+
+class BabyAIEnv(gym.Env):
+    """One BabyAI/MiniGrid level emitting rgb + grid + direction + mission (module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        level: str = "BabyAI-GoToLocal-v0",
+        tile_size: int = 8,
+        max_steps: int | None = None,
+        render_mode: str | None = None,
+        name: str | None = None,
+    ):
+        if level not in gym.registry:
+            known = sorted(k for k in gym.registry if k.startswith("BabyAI-"))
+            raise ValueError(f"unknown BabyAI/MiniGrid level {level!r}; BabyAI levels: {known}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        kwargs = {} if max_steps is None else {"max_steps": int(max_steps)}
+        # .unwrapped drops gym.make's checker wrappers; we are the env the outside world sees.
+        self.minigrid = gym.make(level, **kwargs).unwrapped
+        if self.minigrid.agent_view_size != VIEW:
+            raise ValueError(f"{level} has a {self.minigrid.agent_view_size}-cell view; only {VIEW} works")
+        self.level = level
+        self.name = name or level
+        self.tile_size = int(tile_size)
+        self.render_mode = render_mode
+        self.action_names = ACTION_NAMES
+        self.modality_specs = modality_specs(self.tile_size)
+        self.observation_spec = ObservationSpec(self.modality_specs, text_keys=("mission",))
+        side = VIEW * self.tile_size
+        self.observation_space = gym.spaces.Dict({
+            "rgb": gym.spaces.Box(0, 255, (side, side, 3), np.uint8),
+            "grid": gym.spaces.Box(0, 10, (VIEW, VIEW, 3), np.uint8),
+            "direction": gym.spaces.Discrete(4),
+            "mission": gym.spaces.Text(max_length=256, charset=MISSION_CHARSET),
+        })
+        self.action_space = gym.spaces.Discrete(len(ACTION_NAMES))
+
+    @property
+    def mission(self) -> str:
+        return self.minigrid.mission
+
+    @property
+    def carrying(self) -> str:
+        """What the agent holds, e.g. "red key", or "" for nothing."""
+        obj = self.minigrid.carrying
+        return f"{obj.color} {obj.type}" if obj is not None else ""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # Level generation prints "Sampling rejected: ..." for every retry; keep stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            obs, _ = self.minigrid.reset(seed=seed, options=options)
+        return self._observation(obs), {"is_success": False}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = self.minigrid.step(int(action))
+        info = {"is_success": bool(terminated and reward > 0)}
+        return self._observation(obs), float(reward), bool(terminated), bool(truncated), info
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        return self.minigrid.get_frame(highlight=True, tile_size=self.tile_size)  # whole level
+
+    def close(self):
+        self.minigrid.close()
+
+    def _observation(self, obs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "rgb": self.minigrid.get_frame(tile_size=self.tile_size, agent_pov=True),  # (56, 56, 3)
+            "grid": np.ascontiguousarray(obs["image"].transpose(1, 0, 2)).astype(np.uint8),  # (7, 7, 3)
+            "direction": int(obs["direction"]),
+            "mission": obs["mission"],
+        }
+
+
+def make_babyai_env(**kwargs) -> BabyAIEnv:
+    """Hydra factory: `_target_: graft.envs.babyai.make_babyai_env` plus BabyAIEnv's kwargs."""
+    return BabyAIEnv(**kwargs)

@@ -1,0 +1,258 @@
+"""Training data from simulators: captions (MM PT), questions and demonstrations (MM IT).
+
+`generate_dataset(env, out_dir, episodes, seed)` runs the env's expert from privileged state,
+keeps the episodes it solves, and writes one flat record per (step, utterance):
+
+    episode_seed int64          reset seed of the episode (train and test never share one)
+    step         int32          step index in the episode
+    kind         str            "caption" | "qa" | "demo"
+    modalities   list[str]      modalities the prompt uses; each appears as "<name>" in `prompt`
+    prompt       str            e.g. "<grid>\nHow many keys can you see?"
+    response     str            short verifiable answer; for demos the action name (discrete) or
+                                the continuous action as space-separated numbers
+    action       list[float32]  demos: [action id] or the continuous action; [] otherwise
+    mission      str            the episode's mission
+    env          str            env name (the config's `name`)
+    <obs keys>                  every observation array of that step: BabyAI rgb uint8 (56,56,3),
+                                grid uint8 (7,7,3), direction int; reach rgb uint8 (64,64,3),
+                                depth float32 (64,64), proprio float32 (6,)
+
+Written as `<out_dir>/<split>.parquet` with Hugging Face `datasets` (features kept in the Parquet
+metadata) plus `datagen.json` (counts, seeds, sizes, timing). Same arguments → same rows.
+Load with `load_generated(out_dir)`. For torch, take rows or slices of `ds.with_format("numpy")`
+and pass them through `to_torch(batch, ds.features)`: datasets' own numpy/torch formatters widen
+uint8 images to int64, `to_torch` restores the declared dtypes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import datasets
+import gymnasium as gym
+import numpy as np
+
+from graft.envs.captions import describe, language_modalities
+from graft.envs.experts import ExpertFailure, make_expert
+from graft.envs.rollout import make_env_factory, write_json_atomic
+
+DEFAULT_SPLITS = {"train": 0.8, "test": 0.2}
+
+
+def features_for(space: gym.spaces.Dict) -> dict[str, Any]:
+    """`datasets` features for the observation columns of an env's Dict observation space."""
+    out = {}
+    for key, sub in space.spaces.items():
+        if isinstance(sub, gym.spaces.Text):
+            continue  # the mission has its own column
+        if isinstance(sub, gym.spaces.Discrete):
+            out[key] = datasets.Value("int64")
+        elif isinstance(sub, gym.spaces.Box) and len(sub.shape) in (2, 3):
+            array = datasets.Array2D if len(sub.shape) == 2 else datasets.Array3D
+            out[key] = array(shape=sub.shape, dtype=str(sub.dtype))
+        elif isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1:
+            out[key] = datasets.Sequence(datasets.Value(str(sub.dtype)), length=sub.shape[0])
+        else:
+            raise TypeError(f"observation {key!r}: no dataset column for {sub}")
+    return out
+
+
+def record_features(space: gym.spaces.Dict) -> datasets.Features:
+    return datasets.Features({
+        "episode_seed": datasets.Value("int64"), "step": datasets.Value("int32"),
+        "kind": datasets.Value("string"), "modalities": datasets.Sequence(datasets.Value("string")),
+        "prompt": datasets.Value("string"), "response": datasets.Value("string"),
+        "action": datasets.Sequence(datasets.Value("float32")),
+        "mission": datasets.Value("string"), "env": datasets.Value("string"),
+        **features_for(space),
+    })
+
+
+def episode_seeds(seed: int) -> Iterator[int]:
+    """An endless stream of distinct episode seeds; each split draws from it in turn."""
+    rng = np.random.default_rng(seed)
+    used: set[int] = set()
+    while True:
+        s = int(rng.integers(0, 2**31 - 1))
+        if s not in used:
+            used.add(s)
+            yield s
+
+
+def action_text(env: gym.Env, action: Any) -> tuple[str, list[float]]:
+    """(response, action column) for a demo: the action's name, or its numbers."""
+    names = getattr(env.unwrapped, "action_names", None)
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        a = int(action)
+        return (names[a] if names else str(a)), [float(a)]
+    values = np.asarray(action, dtype=np.float32).ravel()
+    return " ".join(f"{v:.3f}" for v in values), values.tolist()
+
+
+def run_episode(env: gym.Env, ep_seed: int, *, language_every: int = 2, questions: int = 2,
+                demo_modalities: str = "each", max_steps: int = 1000) -> list[dict]:
+    """All records of one expert episode; raises ExpertFailure if the expert does not succeed."""
+    expert = make_expert(env)
+    obs, info = env.reset(seed=ep_seed)
+    expert.reset(env)
+    mods = language_modalities(env)
+    demo_sets = {"each": [[m] for m in mods], "all": [list(mods)],
+                 "each+all": [[m] for m in mods] + [list(mods)]}[demo_modalities]
+    name = getattr(env.unwrapped, "name", type(env.unwrapped).__name__)
+    records = []
+    for step in range(max_steps):
+        action = expert.act()
+        base = {"episode_seed": ep_seed, "step": step, "mission": obs["mission"], "env": name,
+                **{k: v for k, v in obs.items() if k != "mission"}}
+        if step % language_every == 0:
+            rng = np.random.default_rng([ep_seed, step])
+            for u in describe(env, obs, rng, questions=questions):
+                records.append({**base, "kind": u.kind, "modalities": [u.modality], "prompt": u.prompt,
+                                "response": u.response, "action": []})
+        response, values = action_text(env, action)
+        for modalities in demo_sets:
+            tags = "\n".join(f"<{m}>" for m in modalities)
+            records.append({**base, "kind": "demo", "modalities": modalities, "response": response,
+                            "prompt": f"{tags}\nMission: {obs['mission']}\nWhat is the next action?",
+                            "action": values})
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    if not info.get("is_success", False):
+        raise ExpertFailure(f"expert did not solve episode seed {ep_seed} in {step + 1} steps")
+    return records
+
+
+def generate_dataset(
+    env: Any,
+    out_dir: str | os.PathLike | None = None,
+    episodes: int = 20,
+    seed: int = 0,
+    splits: Mapping[str, float] = DEFAULT_SPLITS,
+    language_every: int = 2,
+    questions: int = 2,
+    demo_modalities: str = "each",
+    max_failures: int | None = None,
+) -> datasets.DatasetDict:
+    """Generate, write (if `out_dir`) and return a DatasetDict; see the module docstring.
+
+    `env` is an env config (with `_target_`), a config name under configs/env, or a factory.
+    `splits` maps split name → fraction of `episodes`; every split gets at least one episode.
+    Episodes the expert fails are skipped and replaced by fresh seeds (at most `max_failures`,
+    default `episodes`, before giving up with ExpertFailure). datagen.json's `samples_per_s` is
+    rows per second of simulation, language and Arrow conversion; the Parquet write is
+    `write_seconds`.
+    """
+    if episodes < len(splits):
+        raise ValueError(f"need at least one episode per split, got episodes={episodes}, "
+                         f"splits={dict(splits)}")
+    if demo_modalities not in ("each", "all", "each+all"):
+        raise ValueError(f"demo_modalities must be 'each', 'all' or 'each+all', got {demo_modalities!r}")
+    counts = _split_counts(episodes, splits)
+    factory = make_env_factory(env)
+    instance = factory()
+    features = record_features(instance.observation_space)
+    seeds_iter = episode_seeds(seed)
+    max_failures = episodes if max_failures is None else max_failures
+    out, report = {}, {"seed": seed, "splits": {}, "skipped": []}
+    started = time.perf_counter()
+    try:
+        for split, n in counts.items():
+            rows, used = [], []
+            while len(used) < n:
+                ep_seed = next(seeds_iter)
+                try:
+                    rows += run_episode(instance, ep_seed, language_every=language_every,
+                                        questions=questions, demo_modalities=demo_modalities)
+                    used.append(ep_seed)
+                except ExpertFailure as exc:
+                    report["skipped"].append({"episode_seed": ep_seed, "reason": str(exc)})
+                    if len(report["skipped"]) > max_failures:
+                        raise ExpertFailure(f"expert failed {len(report['skipped'])} episodes; last: {exc}")
+            out[split] = datasets.Dataset.from_list(rows, features=features)
+            report["splits"][split] = {"episodes": n, "episode_seeds": used, "rows": len(rows)}
+        report["env"] = getattr(instance.unwrapped, "name", type(instance.unwrapped).__name__)
+    finally:
+        instance.close()
+    seconds = time.perf_counter() - started
+    dd = datasets.DatasetDict(out)
+    total = sum(len(d) for d in out.values())
+    report.update(seconds=round(seconds, 3), rows=total, samples_per_s=round(total / seconds, 1),
+                  rows_by_kind={k: int(sum(np.sum(np.array(d["kind"]) == k) for d in out.values()))
+                                for k in ("caption", "qa", "demo")})
+    if out_dir is not None:
+        write_generated(dd, out_dir, report)
+    return dd
+
+
+def _split_counts(episodes: int, splits: Mapping[str, float]) -> dict[str, int]:
+    fractions = np.array([float(f) for f in splits.values()])
+    if np.any(fractions <= 0):
+        raise ValueError(f"split fractions must be positive, got {dict(splits)}")
+    counts = np.maximum(1, np.floor(fractions / fractions.sum() * episodes)).astype(int)
+    counts[0] += episodes - counts.sum()  # remainder goes to the first split (train)
+    if counts[0] < 1:
+        raise ValueError(f"cannot split {episodes} episodes as {dict(splits)}")
+    return dict(zip(splits, counts.tolist()))
+
+
+@contextmanager
+def _quiet_datasets():
+    """No per-call progress bars from datasets (parquet write/read) inside our own calls."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def write_generated(dd: datasets.DatasetDict, out_dir: str | os.PathLike, report: dict) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for split, ds in dd.items():
+        tmp = out_dir / f".{split}.parquet.tmp"
+        with _quiet_datasets():
+            ds.to_parquet(str(tmp))
+        os.replace(tmp, out_dir / f"{split}.parquet")
+        report["splits"][split]["bytes"] = (out_dir / f"{split}.parquet").stat().st_size
+    report["write_seconds"] = round(time.perf_counter() - started, 3)
+    write_json_atomic(out_dir / "datagen.json", report)
+    return out_dir
+
+
+def load_generated(out_dir: str | os.PathLike) -> datasets.DatasetDict:
+    """Read what `generate_dataset` wrote (all `<split>.parquet` files in `out_dir`)."""
+    out_dir = Path(out_dir)
+    files = sorted(out_dir.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no <split>.parquet files in {out_dir}; run generate_dataset first")
+    with _quiet_datasets():
+        return datasets.DatasetDict({f.stem: datasets.Dataset.from_parquet(str(f)) for f in files})
+
+
+def to_torch(batch: Mapping[str, Any], features: datasets.Features) -> dict[str, Any]:
+    """A row or a slice of `ds.with_format("numpy")` as torch tensors in the dtypes `features`
+    declares (rgb/grid uint8, depth/proprio/action float32); strings stay str, lists stay lists."""
+    import torch
+
+    out = {}
+    for key, value in batch.items():
+        feature = features.get(key)
+        dtype = getattr(feature, "dtype", None) or getattr(getattr(feature, "feature", None), "dtype", None)
+        if isinstance(value, np.ndarray) and value.dtype.kind in "iuf" and dtype not in (None, "string"):
+            out[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.dtype(dtype)))
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "O":  # ragged: modalities, action
+            out[key] = [v.tolist() if isinstance(v, np.ndarray) else v for v in value]
+        elif isinstance(value, np.ndarray):  # strings
+            out[key] = value.tolist()
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out

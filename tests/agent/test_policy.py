@@ -1,0 +1,41 @@
+"""The Agent policy acts on batched env observations with one forward per step."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from graft.agent.mmllm import Example
+from graft.agent.policy import Agent
+from graft.agent.training import StageTrainer
+
+
+def batch_obs(mm, n, rng):
+    return {"grid": np.stack([mm.modalities["grid"].sample(rng) for _ in range(n)]),
+            "mission": tuple(f"go to the red ball {i}" for i in range(n))}
+
+
+def test_discrete_agent_learns_to_pick_the_demonstrated_action(tiny_mm, rng):
+    mm = tiny_mm(modalities=("grid",))
+    names = ["left", "right", "forward"]
+    agent = Agent(mm, gym.spaces.Discrete(3), names)
+    obs = batch_obs(mm, 4, rng)
+    demos = [Example(ex.prompt, ex.obs, "right") for ex in agent.examples(obs)]
+    trainer = StageTrainer(mm, "grid", "it", lr=1e-2)
+    for _ in range(15):
+        trainer.step(demos)
+    actions = agent(obs, {})
+    assert actions.shape == (4,) and actions.dtype == np.int64
+    assert (actions == 1).all()
+
+
+def test_continuous_agent_parses_numbers_and_reports_garbage(tiny_mm):
+    agent = Agent(tiny_mm(modalities=("grid",)), gym.spaces.Box(-1, 1, (2,), np.float32))
+    assert agent.parse_continuous("0.25 -0.5").tolist() == [0.25, -0.5]
+    with pytest.raises(ValueError, match="expected 2 numbers.*'forward'"):
+        agent.parse_continuous("forward")
+
+
+def test_agent_refuses_modalities_the_model_lacks(tiny_mm):
+    with pytest.raises(ValueError, match=r"reads \['depth'\]"):
+        Agent(tiny_mm(modalities=("grid",)), gym.spaces.Discrete(3), modalities=["depth"])

@@ -1,0 +1,98 @@
+"""MuJoCo reach specifics: metric depth agrees with the camera model, missions follow the seed."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from graft.envs.mujoco_reach import COLORS, ReachEnv
+
+
+def project(env: ReachEnv, point: np.ndarray) -> tuple[int, int]:
+    """Pixel (row, col) of a world point in the env's camera (pinhole, fovy from the model)."""
+    cam = env.model.camera("main").id
+    rot = env.data.cam_xmat[cam].reshape(3, 3)
+    local = rot.T @ (point - env.data.cam_xpos[cam])  # camera frame: x right, y up, looks along -z
+    size = env.image_size
+    focal = size / 2 / np.tan(np.radians(env.model.cam_fovy[cam]) / 2)
+    col = size / 2 + focal * local[0] / -local[2]
+    row = size / 2 - focal * local[1] / -local[2]
+    return int(row), int(col)
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = ReachEnv(colors=["red", "blue"], distractor=False)
+    yield env
+    env.close()
+
+
+def test_depth_is_metric_and_rgb_shows_the_target_where_projected(env):
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        target = np.array([*env.target, 0.03])
+        row, col = project(env, target)
+        expected = env.camera_depth(env.target)  # z-depth of the sphere's centre, metres
+        radius = env.model.geom_size[env.model.geom("target").id][0]
+        assert abs(obs["depth"][row, col] - expected) < radius + 0.005
+        floor_far = obs["depth"][0, col]  # the top row of the image sees the floor farther away
+        assert floor_far > expected + 0.05
+        colour = np.asarray(COLORS[env.target_color])
+        pixel = obs["rgb"][row, col].astype(float) / 255
+        assert np.argmax(pixel) == np.argmax(colour), (env.target_color, pixel)
+
+
+def test_mission_and_colours_come_from_the_seed():
+    env = ReachEnv()
+    missions = set()
+    for seed in range(12):
+        obs, _ = env.reset(seed=seed)
+        assert obs["mission"] == f"reach the {env.target_color} target"
+        assert env.distractor_color not in (None, env.target_color)
+        assert np.linalg.norm(env.target - env.distractor) > 0.08
+        missions.add(obs["mission"])
+    assert len(missions) >= 3
+    env.close()
+
+
+def test_success_terminates_and_rewards(env):
+    obs, _ = env.reset(seed=0)
+    # Put the arm on the target by inverse kinematics in closed form, then take a zero action.
+    x, y = env.target
+    l1, l2 = 0.10, 0.11
+    elbow = np.arccos(np.clip((x * x + y * y - l1 * l1 - l2 * l2) / (2 * l1 * l2), -1, 1))
+    shoulder = np.arctan2(y, x) - np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow))
+    env.data.qpos[:2] = [shoulder, elbow]
+    env.data.qvel[:] = 0
+    obs, reward, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+    assert info["is_success"] and terminated and not truncated and reward > 0.9
+    assert np.allclose(obs["proprio"][4:], env.fingertip, atol=1e-6)
+
+
+def test_time_limit_truncates():
+    env = ReachEnv(max_steps=3)
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(2, np.float32))[3] for _ in range(3)]
+    assert ends == [False, False, True]
+    env.close()
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="colors must be a non-empty subset"):
+        ReachEnv(colors=["pink"])
+    with pytest.raises(ValueError, match="distractor needs at least two colors"):
+        ReachEnv(colors=["red"], distractor=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_importing_triton_after_rendering_does_not_crash():
+    """Mesa's LLVM loaded first made a later `import triton` segfault (see _load_triton_before_mesa)."""
+    code = ("from graft.envs.mujoco_reach import ReachEnv\n"
+            "env = ReachEnv(); env.reset(seed=0)\n"
+            "import triton\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
