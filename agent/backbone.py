@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-
 from graft.agent.tokenizer import build_tiny_tokenizer
+from graft.envs.atomic import write_dir_atomic
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,20 +67,6 @@ def find_package_file(package: str, filename: str) -> Path:
     return path
 
 
-def _atomic_save_dir(write, final: Path) -> None:
-    """Run `write(tmp_dir)` then rename tmp_dir to `final`: readers never see a half-written folder."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        write(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def load_gguf(package: str, gguf_file: str, name: str, dtype: torch.dtype):
     """Load a GGUF-packaged model, caching a safetensors copy on first use."""
     cached = cache_root() / "models" / name
@@ -102,7 +86,7 @@ def load_gguf(package: str, gguf_file: str, name: str, dtype: torch.dtype):
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    _atomic_save_dir(write, cached)
+    write_dir_atomic(write, cached)
     return model, tokenizer
 
 

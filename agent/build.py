@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import hydra
+from graft.agent.backbone import load_backbone
+from graft.agent.mmllm import MMLLM
+from graft.envs.atomic import write_dir_atomic
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
-
-from graft.agent.backbone import _atomic_save_dir, load_backbone
-from graft.agent.mmllm import MMLLM
 
 FORMAT_VERSION = 1
 
@@ -100,7 +100,7 @@ def save_mmllm(mm: MMLLM, folder: str | Path) -> Path:
                 save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / sub / f"{name}.safetensors")
         (tmp / "graft.json").write_text(json.dumps(meta, indent=2))
 
-    _atomic_save_dir(write, folder)
+    write_dir_atomic(write, folder)
     return folder
 
 

@@ -14,11 +14,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-
 from graft.agent.adapters import AdapterBank
 from graft.agent.modalities.base import Modality
 from graft.envs.spec import ObservationError
+from torch import nn
 
 IGNORE = -100
 

@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 import torch
-
 from graft.agent.mmllm import MMLLM, Example
 
 PROMPT = "{tags}\nMission: {mission}\nWhat is the next action?"

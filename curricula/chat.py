@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from omegaconf import OmegaConf
-
 from graft.agent.build import build_mmllm, load_mmllm
 from graft.agent.mmllm import MMLLM, Example
 from graft.agent.runtime import configure_threads
+from omegaconf import OmegaConf
 
 
 def observation_from_config(mm: MMLLM, name: str, source: Mapping[str, Any]) -> np.ndarray:
@@ -25,8 +24,8 @@ def observation_from_config(mm: MMLLM, name: str, source: Mapping[str, Any]) -> 
     if kind == "file":
         return np.load(Path(source["path"]), allow_pickle=False)
     if kind == "env":
-        from graft.curricula.config import compose_config
         import hydra
+        from graft.curricula.config import compose_config
 
         env = hydra.utils.instantiate(compose_config("chat", [f"+env={source['env']}"]).env)
         obs, _ = env.reset(seed=int(source.get("seed", 0)))

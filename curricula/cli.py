@@ -5,7 +5,6 @@ function that takes the composed config; tests call the same functions in-proces
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Callable

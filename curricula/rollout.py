@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from graft.agent.runtime import configure_threads
 from graft.curricula.config import run_dir
 from graft.envs.rollout import make_env_factory, make_policy, rollout
+from omegaconf import OmegaConf
 
 
 def build_policy(policy: str, env_cfg, seed: int):

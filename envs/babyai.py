@@ -23,9 +23,8 @@ from typing import Any
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* and MiniGrid-* ids)
 import numpy as np
-from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
-
 from graft.envs.spec import ModalitySpec, ObservationSpec
+from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
 
 ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
 DIRECTION_NAMES = ("east", "south", "west", "north")

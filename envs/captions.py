@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-
 from graft.envs.babyai import BabyAIEnv, Seen, cell_kind, visible_objects
 from graft.envs.mujoco_reach import ReachEnv
 

@@ -34,10 +34,10 @@ from typing import Any, Iterator, Mapping
 import datasets
 import gymnasium as gym
 import numpy as np
-
+from graft.envs.atomic import write_json_atomic
 from graft.envs.captions import describe, language_modalities
 from graft.envs.experts import ExpertFailure, make_expert
-from graft.envs.rollout import make_env_factory, write_json_atomic
+from graft.envs.rollout import make_env_factory
 
 DEFAULT_SPLITS = {"train": 0.8, "test": 0.2}
 

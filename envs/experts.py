@@ -21,10 +21,9 @@ from typing import Any, Iterator, Protocol
 
 import gymnasium as gym
 import numpy as np
-from minigrid.utils.baby_ai_bot import BabyAIBot
-
 from graft.envs.babyai import BabyAIEnv
 from graft.envs.mujoco_reach import ReachEnv
+from minigrid.utils.baby_ai_bot import BabyAIBot
 
 
 class ExpertFailure(RuntimeError):

@@ -27,7 +27,6 @@ from typing import Any  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
-
 from graft.envs.spec import ModalitySpec, ObservationSpec  # noqa: E402
 
 COLORS: dict[str, tuple[float, float, float]] = {

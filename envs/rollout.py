@@ -23,9 +23,7 @@ are text and a GL context must not be forked).
 from __future__ import annotations
 
 import functools
-import json
 import os
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -33,9 +31,9 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
-
 from graft.envs.actions import validate_actions
+from graft.envs.atomic import write_json_atomic
+from tqdm.auto import tqdm
 
 EnvFactory = Callable[[], gym.Env]
 
@@ -231,18 +229,3 @@ def _env_name(env: Any) -> str:
     if hasattr(env, "get"):
         return str(env.get("name") or env.get("_target_"))
     return getattr(env, "__name__", type(env).__name__)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """json.dump to a temp file in the same folder, then os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

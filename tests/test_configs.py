@@ -4,10 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from graft.curricula.config import config_dir, group_options
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
-
-from graft.curricula.config import config_dir, group_options
 
 TOP_LEVEL = sorted(p.stem for p in config_dir().glob("*.yaml"))
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from graft.envs.spec import ModalitySpec
+from torch import nn
 
 
 class Modality(nn.Module, ABC):

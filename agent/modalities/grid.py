@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
 from graft.agent.modalities.base import Modality
 from graft.envs.spec import ModalitySpec, ObservationError
+from torch import nn
 
 # minigrid.core.constants: 11 object types, 6 colours, 3 door states.
 NUM_OBJECTS, NUM_COLORS, NUM_STATES = 11, 6, 3

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
 from graft.agent.modalities.base import Modality
 from graft.envs.spec import ModalitySpec
+from torch import nn
 
 
 class ProprioModality(Modality):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from graft.agent.modalities.vision import VisionModality
 from graft.envs.spec import ModalitySpec
 

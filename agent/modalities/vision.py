@@ -11,9 +11,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel
-
 from graft.agent.modalities.base import Modality
+from transformers import AutoConfig, AutoModel
 
 
 def load_vision_tower(pretrained: str | None, tower: Mapping[str, Any] | None, seed: int = 0):

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from graft.agent.action_tokenizer import ActionTokenizer
 
 NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")

@@ -4,13 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from peft import PeftModel
-
-from omegaconf import OmegaConf
-
 from graft.agent.backbone import load_backbone
 from graft.agent.build import load_mmllm, save_mmllm
 from graft.agent.mmllm import Example
+from omegaconf import OmegaConf
+from peft import PeftModel
 
 
 def randomise_lora(mm, name, std=0.3):

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from graft.agent.backbone import find_package_file, load_backbone
+from omegaconf import OmegaConf
 
 
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_qwen2", "tiny_gpt2"])

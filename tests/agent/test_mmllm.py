@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from graft.agent.mmllm import IGNORE, Example
 from graft.envs.spec import ObservationError
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from graft.agent.build import build_modality
 from graft.curricula.config import group_options
 from graft.envs.spec import ObservationError

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from graft.agent.mmllm import Example
 from graft.agent.policy import Agent
 from graft.agent.training import StageTrainer

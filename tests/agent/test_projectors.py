@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from graft.agent.projectors import LinearProjector, MLPProjector, ResamplerProjector
 
 

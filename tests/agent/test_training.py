@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from graft.agent.mmllm import Example
 from graft.agent.training import StageTrainer, trainable_report
 

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import pytest
-
 from graft.curricula.metrics import (
-    average_accuracy, backward_transfer, forgetting, forward_transfer, summarize, text_retention,
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    forward_transfer,
+    summarize,
+    text_retention,
 )
 
 # Three stages. Row i: scores on stages 0..2 after training stage i.

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from graft.envs.actions import ActionError, ValidateActions, validate_action, validate_actions
 from graft.envs.babyai import BabyAIEnv
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from graft.envs.babyai import ACTION_NAMES, AGENT_COL, AGENT_ROW, BabyAIEnv, cell_kind, visible_objects
 
 

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from graft.envs.babyai import ACTION_NAMES, make_babyai_env, visible_objects
 from graft.envs.datagen import generate_dataset, load_generated, to_torch
 from graft.envs.experts import ExpertFailure

@@ -8,11 +8,10 @@ import gymnasium as gym
 import hydra.utils
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-from omegaconf import OmegaConf
-
 from graft.envs.rollout import env_config_dir
 from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec
+from gymnasium.utils.env_checker import check_env
+from omegaconf import OmegaConf
 
 CONFIGS = sorted(env_config_dir().glob("*.yaml"))
 IDS = [p.stem for p in CONFIGS]

@@ -6,13 +6,11 @@ import time
 import hydra.utils
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
-
 from graft.envs.babyai import BabyAIEnv
-from graft.envs.experts import (BabyAIExpert, ExpertFailure, ExpertInfo, ReachExpert, make_expert,
-                                time_limit)
+from graft.envs.experts import BabyAIExpert, ExpertFailure, ExpertInfo, ReachExpert, make_expert, time_limit
 from graft.envs.mujoco_reach import ReachEnv
 from graft.envs.rollout import env_config_dir
+from omegaconf import OmegaConf
 
 CONFIGS = sorted(env_config_dir().glob("*.yaml"))
 

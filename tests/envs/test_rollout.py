@@ -5,13 +5,12 @@ import json
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
-from PIL import Image
-
 from graft.envs.actions import ActionError
 from graft.envs.babyai import BabyAIEnv
 from graft.envs.experts import BabyAIExpert
 from graft.envs.rollout import load_env_config, make_policy, rollout
+from omegaconf import OmegaConf
+from PIL import Image
 
 
 def test_expert_rollout_on_two_vector_envs_writes_rollout_json(tmp_path):

@@ -5,9 +5,14 @@ import json
 import re
 
 import pytest
-
-from graft.envs.text_tasks import (FAMILIES, ChatFormatError, check_answer, generate_text_tasks,
-                                   read_chat_jsonl, text_dataset)
+from graft.envs.text_tasks import (
+    FAMILIES,
+    ChatFormatError,
+    check_answer,
+    generate_text_tasks,
+    read_chat_jsonl,
+    text_dataset,
+)
 
 
 def template_regex(template: str) -> re.Pattern:
