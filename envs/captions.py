@@ -17,6 +17,7 @@ from graft.envs.babyai import BabyAIEnv, Seen, cell_kind, visible_objects
 from graft.envs.mujoco_reach import ReachEnv
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven")
+PLURAL = {"box": "boxes"}
 SECTORS = ("right", "back right", "back", "back left", "left", "front left", "front", "front right")
 CAPTION_PROMPTS = {
     "grid": ("Describe what you see.", "What is around you?", "Give a short caption."),
@@ -104,7 +105,7 @@ def _babyai(env: BabyAIEnv, obs: dict) -> tuple[str, list[tuple[str, str]]]:
     kinds = sorted({s.kind for s in seen} | {"ball", "key", "box"})
     for kind in kinds:
         same = [s for s in seen if s.kind == kind]
-        qas.append((f"How many {kind}s can you see?", str(len(same))))
+        qas.append((f"How many {PLURAL.get(kind, kind + 's')} can you see?", str(len(same))))
         if len(same) == 1:
             qas.append((f"What colour is the {kind}?", same[0].color))
     unique = [s for s in seen if sum(o.name == s.name for o in seen) == 1]
