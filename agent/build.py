@@ -47,18 +47,20 @@ def build_projector(cfg: Mapping[str, Any], in_dim: int, out_dim: int):
     return hydra.utils.instantiate(dict(_plain(cfg)), in_dim=in_dim, out_dim=out_dim)
 
 
-def graft_modality(mm: MMLLM, name: str, modality_cfg: Mapping, projector_cfg: Mapping) -> None:
+def graft_modality(mm: MMLLM, name: str, modality_cfg: Mapping, projector_cfg: Mapping,
+                   adapter: str | None = None) -> None:
     """Build modality `name` and its projector from configs and graft them onto `mm`."""
     modality = build_modality(name, modality_cfg)
     projector = build_projector(projector_cfg, modality.feature_dim, mm.embed_dim)
-    mm.graft(name, modality, projector)
-    mm.graft_configs[name] = {"modality": _plain(modality_cfg), "projector": _plain(projector_cfg)}
+    mm.graft(name, modality, projector, adapter=adapter)
+    mm.graft_configs[name] = {"modality": _plain(modality_cfg), "projector": _plain(projector_cfg),
+                              "adapter": mm.adapter_of[name]}
 
 
-def graft_task(mm: MMLLM, name: str) -> None:
+def graft_task(mm: MMLLM, name: str, adapter: str | None = None) -> None:
     """Graft a LoRA adapter with no encoder (e.g. the text-only skills stage)."""
-    mm.graft(name)
-    mm.graft_configs[name] = {"modality": None, "projector": None}
+    mm.graft(name, adapter=adapter)
+    mm.graft_configs[name] = {"modality": None, "projector": None, "adapter": mm.adapter_of[name]}
 
 
 def build_mmllm(cfg: Mapping[str, Any]) -> MMLLM:
@@ -130,15 +132,16 @@ def load_mmllm(folder: str | Path) -> MMLLM:
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     mm = MMLLM(llm, tokenizer, meta["lora"], routing=meta["routing"])
     mm.build_config = {k: meta[k] for k in ("backbone", "lora", "routing")}
-    for name in meta["adapters"]:
-        g = meta["grafts"][name]
+    for adapter in meta["adapters"]:
+        mm.bank.load(adapter, folder / "adapters" / adapter)
+    for name, g in meta["grafts"].items():
         if g["modality"] is not None:
             modality = build_modality(name, g["modality"])
             modality.load_state_dict(load_file(folder / "modalities" / f"{name}.safetensors"))
             projector = build_projector(g["projector"], modality.feature_dim, mm.embed_dim)
             projector.load_state_dict(load_file(folder / "projectors" / f"{name}.safetensors"))
             mm.register_modality(name, modality, projector)
-        mm.bank.load(name, folder / "adapters" / name)
+        mm.adapter_of[name] = g.get("adapter", name)
         mm.graft_configs[name] = g
     mm.set_trainable(None)
     return mm

@@ -42,19 +42,27 @@ class MMLLM(nn.Module):
         self.projectors = nn.ModuleDict()
         self.placeholder_ids: dict[str, int] = {}
         self.training_adapter: str | None = None
+        self.adapter_of: dict[str, str] = {}  # grafted name -> its LoRA adapter (itself, or a shared one)
         self.embed_dim = llm.get_input_embeddings().embedding_dim
         self.build_config: dict = {}  # how to rebuild it (agent/build.py)
         self.graft_configs: dict = {}
 
     # ---- grafting and trainability -------------------------------------------------------------
-    def graft(self, name: str, modality: Modality | None = None, projector: nn.Module | None = None) -> None:
-        """Add adapter `name` (and, for an input modality, its encoder, projector and `<name>` token).
+    def graft(self, name: str, modality: Modality | None = None, projector: nn.Module | None = None,
+              adapter: str | None = None) -> None:
+        """Graft `name`: for an input modality its encoder, projector and `<name>` token, plus a LoRA
+        adapter called `name` — or, with `adapter=`, a LoRA adapter shared between grafts.
 
         Everything already grafted stays frozen; call `set_trainable` to choose what learns.
         """
+        if name in self.adapter_of:
+            raise ValueError(f"'{name}' is already grafted (grafted: {list(self.adapter_of)})")
         if modality is not None:
             self.register_modality(name, modality, projector)
-        self.bank.add(name)
+        adapter = adapter or name
+        if adapter not in self.bank.names:
+            self.bank.add(adapter)
+        self.adapter_of[name] = adapter
         self.set_trainable(None)
 
     def register_modality(self, name: str, modality: Modality, projector: nn.Module | None) -> None:
@@ -77,10 +85,11 @@ class MMLLM(nn.Module):
         if stage not in (None, "pt", "it"):
             raise ValueError(f"stage must be 'pt' or 'it', got '{stage}'")
         self.requires_grad_(False)
-        self.training_adapter = name if stage == "it" else None
+        self.training_adapter = None
         if name is not None:
-            if name not in self.bank.names:
-                raise KeyError(f"'{name}' is not grafted (grafted: {self.bank.names})")
+            if name not in self.adapter_of:
+                raise KeyError(f"'{name}' is not grafted (grafted: {list(self.adapter_of)})")
+            self.training_adapter = self.adapter_of[name] if stage == "it" else None
             if name in self.projectors:
                 self.projectors[name].requires_grad_(True)
         self.bank._active = None  # force the next route() to reset LoRA requires_grad

@@ -42,8 +42,8 @@ def trainable_report(mm: MMLLM) -> dict[str, dict[str, float]]:
     """Per grafted name: projector and LoRA parameter counts, and their share of all parameters."""
     total = sum(p.numel() for p in mm.parameters())
     report = {}
-    for name in mm.bank.names:
+    for name, adapter in mm.adapter_of.items():
         projector = sum(p.numel() for p in mm.projectors[name].parameters()) if name in mm.projectors else 0
-        lora = sum(p.numel() for p in mm.bank.lora_parameters(name))
-        report[name] = {"projector": projector, "lora": lora, "share": (projector + lora) / total}
+        lora = sum(p.numel() for p in mm.bank.lora_parameters(adapter))
+        report[name] = {"projector": projector, "lora": lora, "adapter": adapter, "share": (projector + lora) / total}
     return report

@@ -41,6 +41,32 @@ def test_grafting_the_same_name_twice_is_an_error(tiny_mm):
     mm = tiny_mm(modalities=("grid",))
     with pytest.raises(ValueError, match="already grafted"):
         mm.bank.add("grid")
+    with pytest.raises(ValueError, match="already grafted"):
+        mm.graft("grid")
+
+
+def test_a_shared_adapter_serves_several_grafts_and_survives_a_checkpoint(compose, tmp_path):
+    from graft.agent.backbone import load_backbone
+    from graft.agent.build import graft_modality, graft_task
+    from graft.agent.mmllm import MMLLM
+
+    cfg = compose("chat", ["+modality@modalities.rgb=rgb"])
+    llm, tok = load_backbone(OmegaConf.to_container(cfg.backbone))
+    mm = MMLLM(llm, tok, OmegaConf.to_container(cfg.lora))
+    mm.build_config = {"backbone": OmegaConf.to_container(cfg.backbone), "lora": dict(cfg.lora), "routing": "stacked"}
+    graft_task(mm, "text", adapter="shared")
+    for name in ("grid", "rgb"):
+        graft_modality(mm, name, cfg.modalities[name], cfg.projector, adapter="shared")
+    assert mm.bank.names == ["shared"] and mm.adapter_of == {"text": "shared", "grid": "shared", "rgb": "shared"}
+    mm.set_trainable("rgb", "it")
+    assert {n.split(".")[0] for n, p in mm.named_parameters() if p.requires_grad and "lora_" not in n} == {"projectors"}
+    assert any(".shared." in n for n, p in mm.named_parameters() if p.requires_grad)
+    randomise_lora(mm, "shared")
+    save_mmllm(mm, tmp_path / "ckpt")
+    loaded = load_mmllm(tmp_path / "ckpt")
+    assert loaded.adapter_of == mm.adapter_of
+    with torch.no_grad():
+        assert torch.allclose(mm(examples(mm)).logits, loaded(examples(mm)).logits, atol=1e-5)
 
 
 def test_adapters_save_in_peft_format_and_load_with_peft(tiny_mm, compose, tmp_path):
