@@ -76,8 +76,9 @@ class MMLLM(nn.Module):
         self.modalities[name] = modality
         self.projectors[name] = projector
 
-    def set_trainable(self, name: str | None, stage: str | None = None) -> list[nn.Parameter]:
-        """Freeze everything, then unfreeze adapter `name`'s parts for `stage`.
+    def set_trainable(self, name: str | Sequence[str] | None, stage: str | None = None) -> list[nn.Parameter]:
+        """Freeze everything, then unfreeze the parts of graft `name` (or of several grafts that
+        share one adapter) for `stage`.
 
         stage "pt": the input projector only (MM PT). stage "it": projector + LoRA (MM IT).
         Returns the trainable parameters.
@@ -86,12 +87,17 @@ class MMLLM(nn.Module):
             raise ValueError(f"stage must be 'pt' or 'it', got '{stage}'")
         self.requires_grad_(False)
         self.training_adapter = None
-        if name is not None:
-            if name not in self.adapter_of:
-                raise KeyError(f"'{name}' is not grafted (grafted: {list(self.adapter_of)})")
-            self.training_adapter = self.adapter_of[name] if stage == "it" else None
-            if name in self.projectors:
-                self.projectors[name].requires_grad_(True)
+        names = [] if name is None else [name] if isinstance(name, str) else list(name)
+        for n in names:
+            if n not in self.adapter_of:
+                raise KeyError(f"'{n}' is not grafted (grafted: {list(self.adapter_of)})")
+            if n in self.projectors:
+                self.projectors[n].requires_grad_(True)
+        if names and stage == "it":
+            adapters = {self.adapter_of[n] for n in names}
+            if len(adapters) > 1:
+                raise ValueError(f"one adapter trains at a time; {names} use {sorted(adapters)}")
+            self.training_adapter = adapters.pop()
         self.bank._active = None  # force the next route() to reset LoRA requires_grad
         self.route(self.modalities.keys())
         return [p for p in self.parameters() if p.requires_grad]

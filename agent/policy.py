@@ -26,8 +26,12 @@ class Agent:
     name = "checkpoint"
 
     def __init__(self, mm: MMLLM, action_space: gym.Space, action_names: Sequence[str] | None = None,
-                 modalities: Sequence[str] | None = None, prompt: str = PROMPT, max_new_tokens: int = 32):
-        self.mm, self.action_space, self.prompt = mm, action_space, prompt
+                 modalities: Sequence[str] | None = None, prompt: str = PROMPT, max_new_tokens: int = 32,
+                 invalid: str = "raise"):
+        if invalid not in ("raise", "fallback"):
+            raise ValueError(f"invalid must be 'raise' or 'fallback', got {invalid!r}")
+        self.mm, self.action_space, self.prompt, self.invalid = mm, action_space, prompt, invalid
+        self.invalid_count = 0
         self.modalities = list(modalities if modalities is not None else mm.modalities)
         unknown = [m for m in self.modalities if m not in mm.modalities]
         if unknown:
@@ -68,7 +72,22 @@ class Agent:
             scores = self.mm.score(examples, self.action_names)  # (B, K)
             return scores.argmax(-1).cpu().numpy().astype(np.int64)
         texts = self.mm.generate(examples, max_new_tokens=self.max_new_tokens)
-        return np.stack([self.parse_continuous(t) for t in texts])
+        return np.stack([self.continuous_or_fallback(t) for t in texts])
+
+    def continuous_or_fallback(self, text: str) -> np.ndarray:
+        """Parse an answer; with `invalid="fallback"` an unusable one becomes the space's centre."""
+        try:
+            action = self.parse_continuous(text)
+            if self.action_space.contains(action):
+                return action
+            if self.invalid == "raise":
+                raise ValueError(f"action {action.tolist()} is outside {self.action_space}")
+        except ValueError:
+            if self.invalid == "raise":
+                raise
+        self.invalid_count += 1
+        low, high = self.action_space.low, self.action_space.high
+        return ((low + high) / 2).astype(self.action_space.dtype)
 
     def parse_continuous(self, text: str) -> np.ndarray:
         dim = int(np.prod(self.action_space.shape))

@@ -1,6 +1,6 @@
 """Measure graft.memory at 10 000 BabyAI-sized samples (not a test; prints numbers).
 
-    OMP_NUM_THREADS=1 python tests/memory/bench_memory.py [n]
+    OMP_NUM_THREADS=1 python bench/memory.py [n]
 
 Record: grid 7x7x3 uint8 + rgb 56x56x3 uint8 + short strings and ints (~9.6 KB of arrays).
 Reports insert latency (SampleStore.put_many and ReplayMemory.add, file and in-memory), sample

@@ -32,7 +32,12 @@ def test_continuous_agent_parses_numbers_and_reports_garbage(tiny_mm):
     agent = Agent(tiny_mm(modalities=("grid",)), gym.spaces.Box(-1, 1, (2,), np.float32))
     assert agent.parse_continuous("0.25 -0.5").tolist() == [0.25, -0.5]
     with pytest.raises(ValueError, match="expected 2 numbers.*'forward'"):
-        agent.parse_continuous("forward")
+        agent.continuous_or_fallback("forward")
+    with pytest.raises(ValueError, match="outside"):
+        agent.continuous_or_fallback("3.0 0.0")
+    lenient = Agent(agent.mm, agent.action_space, invalid="fallback")
+    assert lenient.continuous_or_fallback("forward").tolist() == [0.0, 0.0]
+    assert lenient.continuous_or_fallback("0.5 2.0").tolist() == [0.0, 0.0] and lenient.invalid_count == 2
 
 
 def test_agent_refuses_modalities_the_model_lacks(tiny_mm):
