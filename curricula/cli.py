@@ -29,6 +29,16 @@ def _rollout(cfg) -> int:
     return 0
 
 
+def _onboard(cfg) -> int:
+    from graft.curricula.onboard import onboard
+    from graft.curricula.report import comparison_table
+
+    report = onboard(cfg)
+    print(comparison_table(report))
+    print(f"report: {report['run_dir']}/report.md")
+    return 0
+
+
 def _show(cfg) -> int:
     from omegaconf import OmegaConf
 
@@ -37,6 +47,7 @@ def _show(cfg) -> int:
 
 
 COMMANDS: dict[str, tuple[str, Callable, str]] = {
+    "onboard": ("onboard", _onboard, "graft a curriculum's modalities with several methods; report forgetting"),
     "chat": ("chat", _chat, "answer one prompt with observations from the config"),
     "rollout": ("rollout", _rollout, "run expert | random | checkpoint policies on vector envs"),
 }

@@ -1,0 +1,90 @@
+"""Training checkpoints of one method's run: safetensors + JSON + the replay store, atomically.
+
+A checkpoint folder holds
+    state.json          where the run is (stage, phase, step), results so far, optimiser scalars
+    tensors.safetensors every parameter that ever trains (projectors, LoRA), AdamW moments,
+                        plugin state (EWC Fisher/anchors, LwF teacher)
+    memory.sqlite       a snapshot of the replay store (SQLite backup API)
+and is written under a temporary name and renamed into place, so a SIGKILL at any moment leaves
+either the previous checkpoint or the new one. Nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from graft.envs.atomic import write_dir_atomic
+
+
+def learnable_state(mm) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous() for n, p in mm.named_parameters() if "lora_" in n or n.startswith("projectors.")}
+
+
+def optimizer_tensors(mm, optimizer: torch.optim.Optimizer | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """AdamW state keyed by parameter name (tensors) plus its scalar hyper-parameters (JSON)."""
+    if optimizer is None:
+        return {}, {}
+    name_of = {id(p): n for n, p in mm.named_parameters()}
+    tensors, scalars = {}, {"param_names": [], "hyper": {}}
+    for group in optimizer.param_groups:
+        scalars["hyper"] = {k: v for k, v in group.items() if k != "params" and isinstance(v, (int, float, bool))}
+        for p in group["params"]:
+            name = name_of[id(p)]
+            scalars["param_names"].append(name)
+            for key, value in optimizer.state.get(p, {}).items():
+                tensors[f"optim/{key}/{name}"] = value.detach().contiguous().reshape(value.shape)
+    return tensors, scalars
+
+
+def load_optimizer(mm, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(mm.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, state_key, name = key.split("/", 2)
+            optimizer.state[params[name]][state_key] = value.clone()
+
+
+def save_checkpoint(folder: Path, mm, optimizer, plugins, memory, state: dict) -> None:
+    def write(tmp: Path) -> None:
+        tensors = {f"param/{n}": t for n, t in learnable_state(mm).items()}
+        opt_tensors, opt_scalars = optimizer_tensors(mm, optimizer)
+        tensors.update(opt_tensors)
+        for i, plugin in enumerate(plugins):
+            tensors.update({f"plugin/{i}/{k}": v.contiguous() for k, v in plugin.tensors().items()})
+        save_file({k: v.clone() for k, v in tensors.items()}, tmp / "tensors.safetensors")
+        if memory is not None:
+            memory.snapshot(tmp / "memory.sqlite")
+        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_scalars}, indent=1))
+
+    write_dir_atomic(write, folder)
+
+
+def read_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    if not (folder / "state.json").exists():
+        return None
+    return json.loads((folder / "state.json").read_text()), load_file(folder / "tensors.safetensors")
+
+
+def restore(mm, plugins, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(mm.named_parameters())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("param/"):
+                params[key[len("param/"):]].copy_(value)
+    for i, plugin in enumerate(plugins):
+        prefix = f"plugin/{i}/"
+        plugin.load_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def restore_memory_file(folder: Path, live_path: Path) -> None:
+    """Put the checkpoint's replay snapshot back in place of the live store (before opening it)."""
+    snap = folder / "memory.sqlite"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(live_path) + suffix).unlink(missing_ok=True)
+    if snap.exists():
+        shutil.copyfile(snap, live_path)

@@ -1,0 +1,291 @@
+"""The end-of-run report of a curriculum: report.json, report.md and plots/*.png in the run folder.
+
+`write_report(run_dir, report)` takes the dict the onboarding loop builds (one entry per method
+under "methods": accuracy matrix R, metrics, text scores, gate decisions, loss curves, ...) and
+writes it for a machine (json), a person (Markdown with embedded plots) and a terminal
+(`comparison_table`). Missing values (None or NaN) print as "–" and are left out of plots.
+Every file is written atomically; the plots folder is swapped in as a whole. Figures are plain
+`matplotlib.figure.Figure`s (Agg canvas, never registered with pyplot), so nothing is left open
+and the caller's backend is untouched.
+"""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from graft.envs.atomic import write_dir_atomic, write_json_atomic, write_text_atomic
+from matplotlib.figure import Figure
+
+DASH = "–"
+COLUMNS = [("avg acc", "avg_acc"), ("BWT", "bwt"), ("FWT", "fwt"), ("forgetting", "forgetting"),
+           ("text retention", "text_retention"), ("success rate", "success_rate"), ("seconds", "seconds")]
+TEXT_MIXING_PAIR = ("graft", "replay")
+DPI = 100
+
+
+def fmt(x, decimals: int = 3) -> str:
+    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
+        return DASH
+    if isinstance(x, (bool, str)):
+        return str(x)
+    return f"{float(x):.{decimals}f}"
+
+
+def fmt_count(x) -> str:
+    return f"{int(x):,}" if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else fmt(x)
+
+
+def metric_cells(m: dict) -> list[str]:
+    return [fmt(m.get(key), 1 if key == "seconds" else 3) for _, key in COLUMNS]
+
+
+def plain(x):
+    """JSON-safe copy: numpy scalars and arrays to Python, tuples to lists, NaN/inf to None."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def matrix(rows, T: int) -> np.ndarray:
+    """Ragged rows with None -> T x T float array with NaN for missing entries."""
+    out = np.full((T, T), np.nan)
+    for i, row in enumerate((rows or [])[:T]):
+        for j, v in enumerate((row or [])[:T]):
+            out[i, j] = np.nan if v is None else float(v)
+    return out
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def comparison_table(report: dict) -> str:
+    """Fixed-width plain-text table of the per-method metrics, for the terminal."""
+    header = ["method"] + [label for label, _ in COLUMNS]
+    rows = [[name] + metric_cells(m) for name, m in report.get("methods", {}).items()]
+    widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    sep = [":---"] + ["---:"] * (len(header) - 1)
+    return ["| " + " | ".join(r) + " |" for r in [header, sep] + rows]
+
+
+def md_matrix(title: str, stages: list[str], R: np.ndarray, extra: dict[str, list] | None = None) -> list[str]:
+    rows = [[f"after {s}"] + [fmt(v) for v in R[i]] for i, s in enumerate(stages)]
+    for label, values in (extra or {}).items():
+        if values:
+            rows.append([label] + [fmt(v) for v in list(values)[: len(stages)]])
+    return [f"**{title}**", ""] + md_table([""] + list(stages), rows) + [""]
+
+
+def md_method(name: str, m: dict) -> list[str]:
+    stages = list(m.get("stages", []))
+    T = len(stages)
+    out = [f"## {name}", ""]
+    out += md_matrix("Accuracy matrix (rows: after training, columns: evaluated on)", stages,
+                     matrix(m.get("acc_matrix"), T),
+                     {"just before training": m.get("pre_scores"), "untrained": m.get("baseline")})
+    success = matrix(m.get("success_matrix"), T)
+    if not np.isnan(success).all():
+        out += md_matrix("Env rollout success", stages, success)
+    if m.get("text_scores"):
+        out += ["**Text-only score**: before " + fmt(m.get("text_before")) + "; "
+                + "; ".join(f"after {s} {fmt(v)}" for s, v in zip(stages, m["text_scores"])), ""]
+    if m.get("gate"):
+        out += ["**Gate**", ""] + [f"- {g.get('stage')}: **{g.get('decision')}** — {g.get('reason', '')}"
+                                    for g in m["gate"]] + [""]
+    params = m.get("trainable_params") or {}
+    if params:
+        keys = list(dict.fromkeys(k for p in params.values() for k in p))
+        out += ["**Trainable parameters**", ""]
+        out += md_table(["stage"] + keys, [[s] + [fmt_count(p.get(k)) for k in keys] for s, p in params.items()]) + [""]
+    if m.get("notes"):
+        out += ["**Notes**", ""] + [f"- {n}" for n in m["notes"]] + [""]
+    return out
+
+
+def when(report: dict) -> str:
+    started = report.get("started")
+    try:
+        started = datetime.fromisoformat(str(started)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        pass
+    seconds = report.get("seconds")
+    took = DASH if seconds is None else f"{int(seconds) // 60} min {float(seconds) % 60:.0f} s"
+    return f"Started {started or DASH}, took {took}."
+
+
+def markdown(report: dict, plots: dict[str, Path]) -> str:
+    methods = report.get("methods", {})
+    out = [f"# graft report: {report.get('curriculum', DASH)}", "", when(report), "", "## Comparison", ""]
+    out += md_table(["method"] + [label for label, _ in COLUMNS],
+                    [[name] + metric_cells(m) for name, m in methods.items()]) + [""]
+    for name, m in methods.items():
+        out += md_method(name, m)
+    if plots:
+        out += ["## Plots", ""] + [f"![{key}](plots/{path.name})" for key, path in plots.items()] + [""]
+    seeds = ", ".join(f"{k} {v}" for k, v in (report.get("seeds") or {}).items())
+    out += ["## Seeds and versions", "", f"Seeds: {seeds or DASH}", ""]
+    out += md_table(["package", "version"], [[k, str(v)] for k, v in (report.get("versions") or {}).items()])
+    return "\n".join(out) + "\n"
+
+
+def plot_acc_matrix(name: str, m: dict):
+    stages = list(m.get("stages", []))
+    if not stages:
+        return None
+    R = matrix(m.get("acc_matrix"), len(stages))
+    size = 2.5 + 0.9 * len(stages)
+    fig = Figure(figsize=(size + 1, size), layout="tight")
+    ax = fig.subplots()
+    finite = R[np.isfinite(R)]
+    lo, hi = min(0.0, *finite.tolist()), max(1.0, *finite.tolist())
+    im = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=lo, vmax=hi)
+    for (i, j), v in np.ndenumerate(R):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center",
+                    color="black" if (v - lo) / (hi - lo) > 0.6 else "white", fontsize=9)
+    ax.set_xticks(range(len(stages)), stages, rotation=30, ha="right")
+    ax.set_yticks(range(len(stages)), stages)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("after training")
+    ax.set_title(f"Accuracy matrix: {name}")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def style(k: int, name: str) -> dict:
+    emphasised = name in TEXT_MIXING_PAIR
+    return {"color": f"C{k % 10}", "marker": "os^Dv<>p"[k % 8], "lw": 3.0 if emphasised else 1.4,
+            "alpha": 1.0 if emphasised else 0.8, "label": name}
+
+
+def grid(n: int, w: float = 4.0, h: float = 3.2):
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(w * cols, h * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def plot_stage_curves(methods: dict):
+    stages = max((list(m.get("stages", [])) for m in methods.values()), key=len, default=[])
+    if not stages:
+        return None
+    fig, axes = grid(len(stages))
+    scores = [v for m in methods.values() for row in m.get("acc_matrix") or [] for v in row or [] if v is not None]
+    ylim = (min([0.0] + scores) - 0.03, max([1.0] + scores) + 0.03)
+    for ax, stage in zip(axes, stages):
+        for k, (name, m) in enumerate(methods.items()):
+            own = list(m.get("stages", []))
+            if stage not in own:
+                continue
+            j = own.index(stage)
+            R = matrix(m.get("acc_matrix"), len(own))
+            ax.plot(range(j, len(own)), R[j:, j], **style(k, name))
+        ax.set_title(f"score on {stage}")
+        ax.set_xticks(range(len(stages)), [f"after {s}" for s in stages], rotation=30, ha="right")
+        ax.set_xlim(-0.3, len(stages) - 0.7)
+        ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(methods), 6), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig
+
+
+def plot_text_retention(methods: dict):
+    shown = {n: m for n, m in methods.items() if m.get("text_before") and m.get("text_scores")}
+    if not shown:
+        return None
+    fig = Figure(figsize=(7, 4.5), layout="tight")
+    ax = fig.subplots()
+    stages: list[str] = []
+    for k, (name, m) in enumerate(methods.items()):
+        if name not in shown:
+            continue
+        stages = max(stages, list(m.get("stages", [])), key=len)
+        y = [np.nan if v is None else v / m["text_before"] for v in m["text_scores"]]
+        ax.plot(range(len(y) + 1), [1.0] + y, **style(k, name))
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_xticks(range(len(stages) + 1), ["before"] + [f"after {s}" for s in stages])
+    ax.set_ylabel("text score / text score before")
+    a, b = TEXT_MIXING_PAIR
+    ax.set_title(f"Text retention: {a} (with text mixing) vs {b} (without) in bold")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_loss(name: str, m: dict):
+    curves = m.get("loss_curves") or {}
+    if not any(c for phases in curves.values() for c in phases.values()):
+        return None
+    fig = Figure(figsize=(9, 4.5), layout="tight")
+    ax = fig.subplots()
+    start = 0
+    for k, (stage, phases) in enumerate(curves.items()):
+        for phase, losses in phases.items():
+            y = [np.nan if v is None else v for v in losses]
+            pt = phase == "pt"
+            ax.plot(range(start, start + len(y)), y, color=f"C{k % 10}", ls="--" if pt else "-",
+                    alpha=0.6 if pt else 1.0, label=f"{stage} {phase}")
+            start += len(y)
+        if k < len(curves) - 1:
+            ax.axvline(start - 0.5, color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("step (stages and phases in order; pt dashed, it solid)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"Training loss: {name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def figures(report: dict) -> dict:
+    methods = report.get("methods", {})
+    figs = {f"acc_matrix_{slug(n)}": plot_acc_matrix(n, m) for n, m in methods.items()}
+    figs["stage_curves"] = plot_stage_curves(methods)
+    figs["text_retention"] = plot_text_retention(methods)
+    figs.update({f"loss_{slug(n)}": plot_loss(n, m) for n, m in methods.items()})
+    return {k: f for k, f in figs.items() if f is not None}
+
+
+def write_plots(plots_dir: Path, report: dict) -> dict[str, Path]:
+    figs = figures(report)
+
+    def save(tmp: Path) -> None:
+        tmp.chmod(0o755)
+        for key, fig in figs.items():
+            fig.savefig(tmp / f"{key}.png", dpi=DPI)
+
+    write_dir_atomic(save, plots_dir)
+    return {key: plots_dir / f"{key}.png" for key in figs}
+
+
+def write_report(run_dir, report: dict) -> dict[str, Path]:
+    """Write report.json, report.md and plots/*.png to `run_dir`; returns their paths by name."""
+    run_dir = Path(run_dir)
+    data = plain(report)
+    plots = write_plots(run_dir / "plots", data)
+    paths = {"json": write_json_atomic(run_dir / "report.json", data),
+             "md": write_text_atomic(run_dir / "report.md", markdown(data, plots))}
+    return {**paths, **plots}

@@ -1,0 +1,15 @@
+"""A curriculum small enough to run end to end in seconds."""
+from __future__ import annotations
+
+import pytest
+
+SMALL = [
+    "steps_scale=0.05", "curriculum.data.episodes=8", "curriculum.text.train=120", "curriculum.text.test=24",
+    "curriculum.eval.max_examples=16", "curriculum.eval.rollout_episodes=2", "curriculum.eval.num_envs=2",
+    "progress=false", "tensorboard=false", "checkpoint_every=3",
+]
+
+
+@pytest.fixture(scope="session")
+def small_overrides():
+    return list(SMALL)

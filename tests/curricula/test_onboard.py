@@ -1,0 +1,109 @@
+"""`graft onboard` end to end on a small curriculum: report contents, gate, resume after SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from graft.curricula.onboard import onboard
+
+METRICS = ("acc_matrix", "avg_acc", "bwt", "fwt", "forgetting", "text_retention", "success_rate")
+
+
+def numbers(report: dict) -> dict:
+    return {m: {k: r[k] for k in (*METRICS, "text_scores", "pre_scores", "gate", "loss_curves")}
+            for m, r in report["methods"].items()}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, small_overrides):
+    from graft.curricula.config import compose_config
+
+    out = tmp_path_factory.mktemp("onboard")
+    return onboard(compose_config("onboard", [*small_overrides, f"run_dir={out}"])), out
+
+
+def test_report_has_every_metric_for_both_methods(small_run):
+    report, out = small_run
+    saved = json.loads((out / "report.json").read_text())
+    assert set(saved["methods"]) == {"graft", "naive"}
+    for name, r in saved["methods"].items():
+        assert set(METRICS) <= set(r)
+        assert len(r["acc_matrix"]) == 3 and all(len(row) == 3 for row in r["acc_matrix"])
+        assert r["acc_matrix"][0][1] is None and all(v is not None for v in r["acc_matrix"][2])
+        assert all(0.0 <= v <= 1.0 for row in r["acc_matrix"] for v in row if v is not None)
+    assert saved["versions"]["torch"] and saved["seeds"]["seed"] == 0
+    md = (out / "report.md").read_text()
+    assert "| graft |" in md and "| naive |" in md and "after rgb" in md
+    assert (out / "plots" / "acc_matrix_graft.png").exists() and (out / "plots" / "text_retention.png").exists()
+
+
+def test_graft_uses_one_adapter_per_modality_and_naive_one_shared(small_run):
+    report, _ = small_run
+    graft, naive = report["methods"]["graft"], report["methods"]["naive"]
+    assert [graft["trainable_params"][s]["adapter"] for s in ("text", "grid", "rgb")] == ["text", "grid", "rgb"]
+    assert {naive["trainable_params"][s]["adapter"] for s in ("text", "grid", "rgb")} == {"shared"}
+    assert [g["stage"] for g in graft["gate"]] == ["grid", "rgb"] and not naive["gate"]
+
+
+def test_training_lowers_the_loss_of_the_text_stage(tmp_path, compose, small_overrides):
+    cfg = compose("onboard", [*small_overrides, "steps_scale=0.2", "compare=[naive]", f"run_dir={tmp_path}"])
+    curve = onboard(cfg)["methods"]["naive"]["loss_curves"]["text"]["it"]
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.3
+
+
+def test_gate_rolls_back_a_stage_that_forgets_too_much(tmp_path, compose, small_overrides):
+    cfg = compose("onboard", [*small_overrides, "compare=[graft]", f"run_dir={tmp_path}",
+                              "methods.graft.gate.max_forgetting=-1.0"])
+    result = onboard(cfg)["methods"]["graft"]
+    assert [g["decision"] for g in result["gate"]] == ["rolled_back", "rolled_back"]
+    final = load_file(tmp_path / "graft" / "checkpoint" / "tensors.safetensors")
+    lora_b = [v for k, v in final.items() if k.startswith("param/") and "lora_B.rgb" in k]
+    assert lora_b and all(torch.count_nonzero(v) == 0 for v in lora_b)  # back to its zero init
+
+
+def test_unknown_method_is_named(tmp_path, compose, small_overrides):
+    with pytest.raises(ValueError, match=r"unknown methods \['magic'\]"):
+        onboard(compose("onboard", [*small_overrides, "compare=[magic]", f"run_dir={tmp_path}"]))
+
+
+def _graft_cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-c", "import sys; from graft.curricula.cli import main; sys.exit(main())", *args]
+
+
+def test_resume_after_sigkill_gives_the_same_report(tmp_path, small_overrides):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["onboard", *small_overrides, "steps_scale=0.15"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_graft_cli([*args, f"run_dir={straight}"]), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_graft_cli([*args, f"run_dir={killed}"]), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "graft" / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill mid-stage, after the first in-stage checkpoint of stage 1
+        if state.exists():
+            s = json.loads(state.read_text())
+            if s["stage"] >= 1 and s["phase"] != "done":
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "report.json").exists()
+    subprocess.run(_graft_cli(["onboard", f"resume={killed}", "progress=false"]), check=True, env=env,
+                   capture_output=True)
+    a = json.loads((straight / "report.json").read_text())
+    b = json.loads((killed / "report.json").read_text())
+    assert numbers(a) == numbers(b)
+
+
+def test_resume_of_a_folder_that_is_not_a_run_says_so(tmp_path, compose):
+    with pytest.raises(FileNotFoundError, match="no config.yaml"):
+        onboard(compose("onboard", [f"resume={tmp_path}"]))
