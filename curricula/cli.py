@@ -39,6 +39,15 @@ def _onboard(cfg) -> int:
     return 0
 
 
+def _datagen(cfg) -> int:
+    from graft.curricula.datagen import datagen
+
+    report = datagen(cfg)
+    print(f"{report['env_rows']} env rows ({report['env_rows_per_s']} rows/s) and {report['text_rows']} text rows "
+          f"-> {report['run_dir']}")
+    return 0
+
+
 def _show(cfg) -> int:
     from omegaconf import OmegaConf
 
@@ -49,6 +58,7 @@ def _show(cfg) -> int:
 COMMANDS: dict[str, tuple[str, Callable, str]] = {
     "onboard": ("onboard", _onboard, "graft a curriculum's modalities with several methods; report forgetting"),
     "chat": ("chat", _chat, "answer one prompt with observations from the config"),
+    "datagen": ("datagen", _datagen, "write an env's PT, IT, demo and text-only splits as Parquet"),
     "rollout": ("rollout", _rollout, "run expert | random | checkpoint policies on vector envs"),
 }
 

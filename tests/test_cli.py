@@ -42,3 +42,19 @@ def test_chat_takes_its_observation_from_an_environment(compose):
                            "observation.grid.source=env", "+observation.grid.env=babyai_goto",
                            "+observation.rgb={source: env, env: babyai_goto}"])
     assert chat(cfg)["observations"] == ["grid", "rgb"]
+
+
+def test_datagen_writes_every_kind_and_split(tmp_path):
+    import datasets
+
+    assert main(["datagen", "episodes=4", "text.train=20", "text.test=8", f"run_dir={tmp_path}"]) == 0
+    for kind in ("pt", "it", "demo", "text"):
+        for split in ("train", "test"):
+            ds = datasets.Dataset.from_parquet(str(tmp_path / f"{kind}-{split}.parquet"))
+            assert len(ds) > 0
+    demo = datasets.Dataset.from_parquet(str(tmp_path / "demo-train.parquet"))
+    assert set(demo["kind"]) == {"demo"}
+    train_seeds = set(datasets.Dataset.from_parquet(str(tmp_path / "it-train.parquet"))["episode_seed"])
+    test_seeds = set(datasets.Dataset.from_parquet(str(tmp_path / "it-test.parquet"))["episode_seed"])
+    assert train_seeds and test_seeds and not train_seeds & test_seeds
+    assert "rows/s" in (tmp_path / "datagen.md").read_text()
