@@ -230,7 +230,10 @@ def plot_text_retention(methods: dict):
     ax.set_xticks(range(len(stages) + 1), ["before"] + [f"after {s}" for s in stages])
     ax.set_ylabel("text score / text score before")
     a, b = TEXT_MIXING_PAIR
-    ax.set_title(f"Text retention: {a} (with text mixing) vs {b} (without) in bold")
+    if a in shown and b in shown:
+        ax.set_title(f"Text retention: {a} (with text mixing) vs {b} (without) in bold")
+    else:
+        ax.set_title("Text retention (text score / score before the first modality graft)")
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
