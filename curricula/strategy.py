@@ -213,7 +213,7 @@ class MethodRun:
         if not budget or i == 0:
             return
         R, text = self.results["acc_matrix"], self.results["text_scores"]
-        drop = max(max(R[l][j] for l in range(j, i)) - R[i][j] for j in range(i))
+        drop = max(max(R[row][j] for row in range(j, i)) - R[i][j] for j in range(i))
         before = self.results["text_before"]
         retention = text[i] / before if before else None
         ok_forget = drop <= float(budget.max_forgetting)
