@@ -202,6 +202,10 @@ class ReachEnv(gym.Env):
         mujoco.mj_jacSite(self.model, self.data, jacp, None, self._tip)
         return jacp[:2, :2]
 
+    def observe(self) -> dict[str, Any]:
+        """The observation of the current state (what `step` returns), without stepping."""
+        return self._observation()
+
     def distance(self) -> float:
         return float(np.linalg.norm(self.fingertip - self.target))
 

@@ -1,0 +1,284 @@
+"""The policy server: an `Agent` behind a websocket, batching concurrent clients.
+
+    server = PolicyServer(agent_policy(agent), metadata_for(agent, env, settings, model_info), settings)
+    server.run()                                   # until SIGTERM / SIGINT
+
+Protocol, codec and the metadata handshake are shared with the client and live in
+`graft.envs.robot` (protocol.py documents the messages). Here:
+
+- Every connection first receives the metadata. Each `act` observation is checked against it
+  (`validate_observation`) and against the agent's own stricter checks (`agent_check`) before it
+  is queued; a bad one is answered with a `bad_observation`
+  error naming what was expected, and the connection stays open. Anything undecodable (not
+  msgpack, truncated, a text frame, not a map, an unknown type) gets a `bad_message` error; a model
+  exception gets `server_error` for that request only. Nothing a client sends stops the server.
+- Valid observations from all connections go through one `Batcher`: one forward pass per batch
+  (`max_batch`, `max_wait_ms`), run on a single model thread.
+- Action chunks: the Agent predicts one action per observation, so a chunk of `chunk_size`
+  repeats it (`(chunk_size, *action_shape)`; default chunk_size 1). Several *different* future
+  actions need either the env (to roll forward) or a policy that predicts chunks (the diffusion
+  action generator): a `policy` returning `(B, chunk_size, *action_shape)` is served as is.
+- Security: with a `token`, a client must send `Authorization: Bearer <token>` in the websocket
+  handshake (compared with `hmac.compare_digest`) or gets HTTP 401. Binding to anything but a
+  loopback address without a token is refused before any socket opens. Messages are capped at
+  `max_message_bytes` (a bigger one closes that connection with code 1009), compression is off
+  (no decompression bombs), and at most `max_clients` connections are open at once (HTTP 503).
+- `debug_delay_ms` sleeps before every batch: a stalled model for watchdog tests and demos.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Callable, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+from graft.agent.serve_batching import Batcher
+from graft.envs.robot.codec import CodecError, decode, encode
+from graft.envs.robot.protocol import (
+    BAD_MESSAGE,
+    BAD_OBSERVATION,
+    MAX_TEXT_CHARS,
+    SERVER_ERROR,
+    Metadata,
+    validate_observation,
+)
+from graft.envs.spec import ObservationError, ObservationSpec
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+log = logging.getLogger(__name__)
+Policy = Callable[[Mapping[str, Any]], np.ndarray]  # batched obs dict -> actions (B, *action_shape)
+
+
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8765  # 0: any free port (the chosen one is printed and passed to `ready`)
+    token: str | None = None
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    chunk_size: int = 1
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_clients: int = 64
+    max_text: int = MAX_TEXT_CHARS
+    debug_delay_ms: float = 0.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other host name may resolve anywhere
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a shared secret (raise ValueError before binding)."""
+    if not token and not is_loopback(host):
+        raise ValueError(f"refusing to serve on {host!r} without an auth token: set token= (or the "
+                         "GRAFT_SERVE_TOKEN environment variable); only loopback addresses (127.0.0.1, ::1, "
+                         "localhost) may be served without one")
+
+
+def agent_policy(agent) -> Policy:
+    """A `graft.agent.policy.Agent` as a server policy (batched obs -> (B, *action_shape))."""
+    def policy(obs: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray(agent(obs, {}))
+    return policy
+
+
+def agent_check(agent) -> Callable[[Mapping[str, Any]], None]:
+    """The agent's own checks on one observation, stricter than the handshake's spec: each modality's
+    `validate` (e.g. grid's per-channel index ranges) and no modality placeholder such as `<grid>` in
+    the mission (it would splice a second observation slot into the prompt). Raises ObservationError."""
+    modalities = agent.mm.modalities
+
+    def check(obs: Mapping[str, Any]) -> None:
+        for name in agent.modalities:
+            modalities[name].validate(obs[name], batched=False)
+        mission = obs.get("mission", "")
+        for name in modalities:
+            if f"<{name}>" in mission:
+                raise ObservationError(f"text key 'mission' contains the placeholder <{name}>, which is "
+                                       "reserved for the observation itself; expected plain text")
+    return check
+
+
+def metadata_for(agent, env: gym.Env | None, settings: ServeSettings, model: Mapping[str, Any],
+                 control_rate_hz: float | None = None) -> Metadata:
+    """The handshake for an Agent: the env's spec for each modality the agent reads (exact shapes),
+    the agent's own spec where the env has none; the mission as text; the agent's action space."""
+    env_specs = getattr(env.unwrapped, "modality_specs", {}) if env is not None else {}
+    specs = {m: env_specs.get(m, agent.mm.modalities[m].spec) for m in agent.modalities}
+    if control_rate_hz is None:
+        dt = getattr(env.unwrapped, "dt", None) if env is not None else None
+        control_rate_hz = 1.0 / dt if dt else 10.0
+    return Metadata(ObservationSpec(specs, text_keys=("mission",)), agent.action_space,
+                    control_rate_hz=float(control_rate_hz), chunk_size=settings.chunk_size,
+                    action_names=getattr(agent, "action_names", None), model=dict(model),
+                    max_message_bytes=settings.max_message_bytes, max_batch=settings.max_batch,
+                    auth=bool(settings.token))
+
+
+class PolicyServer:
+    """Serve `policy` over websockets (see the module docstring)."""
+
+    def __init__(self, policy: Policy, metadata: Metadata, settings: ServeSettings,
+                 check: Callable[[Mapping[str, Any]], None] | None = None,
+                 policy_stats: Callable[[], dict] | None = None):
+        check_bind(settings.host, settings.token)
+        if settings.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {settings.chunk_size}")
+        self.policy, self.meta, self.settings = policy, metadata, settings
+        self.check = check  # the policy's own observation checks, after the handshake's (ObservationError)
+        self.policy_stats = policy_stats  # extra counters for `stats`, e.g. unparseable answers
+        self._hello = encode(metadata.to_message())
+        self._open: set[ServerConnection] = set()
+        self.started = time.monotonic()
+        self.counters = {"connections": 0, "rejected": 0, "oversized": 0, "answered": 0}
+        self.errors: dict[str, int] = {}
+        self.batcher: Batcher | None = None
+        self.port: int | None = None
+
+    # -- the model side -------------------------------------------------------------------------
+    def run_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        """Validated observations -> one chunk `(chunk_size, *action_shape)` each, one forward."""
+        spec = self.meta.observation
+        # (B, *spec.shape) per modality, a list of B strings per text key
+        batch: dict[str, Any] = {m: np.stack([o[m] for o in observations]) for m in spec.modalities}
+        batch.update({k: [o[k] for o in observations] for k in spec.text_keys})
+        actions = np.asarray(self.policy(batch))  # (B, *action_shape) or (B, chunk_size, *action_shape)
+        if actions.shape[0] != len(observations):
+            raise RuntimeError(f"policy returned {len(actions)} actions for {len(observations)} observations")
+        single = len(self.meta.action_space.shape) + 1
+        if actions.ndim == single + 1:  # the policy plans chunks itself
+            if actions.shape[1] != self.settings.chunk_size:
+                raise RuntimeError(f"policy returned chunks of {actions.shape[1]} actions, the handshake "
+                                   f"promised {self.settings.chunk_size}")
+            return list(actions)
+        if actions.ndim != single:
+            raise RuntimeError(f"policy returned shape {actions.shape}; expected (B, *action_shape) or "
+                               f"(B, chunk_size, *action_shape) for {self.meta.action_space}")
+        return [np.repeat(a[None], self.settings.chunk_size, axis=0) for a in actions]
+
+    # -- the network side -----------------------------------------------------------------------
+    def _error(self, code: str, message: str, rid: Any = None) -> dict:
+        self.errors[code] = self.errors.get(code, 0) + 1
+        return {"type": "error", "id": rid, "code": code, "error": message}
+
+    async def handle(self, raw: Any, alive: Callable[[], bool] | None = None) -> dict:
+        """One incoming frame -> the answer (never raises for anything a client can send)."""
+        if isinstance(raw, str):
+            return self._error(BAD_MESSAGE, "expected a binary msgpack frame, got a text frame")
+        try:
+            msg = decode(raw, self.settings.max_message_bytes)
+        except CodecError as exc:
+            return self._error(BAD_MESSAGE, str(exc))
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            return self._error(BAD_MESSAGE, "a message must be a map with a str 'type' (act | stats | ping)")
+        rid = msg.get("id")
+        rid = rid if isinstance(rid, int) and not isinstance(rid, bool) else None
+        kind = msg["type"]
+        if kind == "ping":
+            return {"type": "pong", "id": rid}
+        if kind == "stats":
+            return {"type": "stats", "id": rid, **self.stats()}
+        if kind != "act":
+            why = f"unknown message type {kind[:40]!r}; expected act | stats | ping"
+            return self._error(BAD_MESSAGE, why, rid)
+        try:
+            obs = validate_observation(msg.get("observation"), self.meta.observation, self.settings.max_text)
+            if self.check is not None:
+                self.check(obs)
+        except ObservationError as exc:
+            return self._error(BAD_OBSERVATION, str(exc), rid)
+        try:
+            out = await self.batcher.submit(obs, alive)
+        except ConnectionAbortedError as exc:  # the client left while its request waited: nobody to tell
+            return self._error(SERVER_ERROR, str(exc), rid)
+        except Exception as exc:  # the model failed on this observation: answer, keep serving
+            log.exception("policy failed")
+            return self._error(SERVER_ERROR, f"{type(exc).__name__}: {exc}", rid)
+        self.counters["answered"] += 1
+        return {"type": "action", "id": rid, "actions": out.value, "model_ms": round(out.model_ms, 3),
+                "queue_ms": round(out.queue_ms, 3), "batch_size": out.batch_size}
+
+    async def _connection(self, ws: ServerConnection) -> None:
+        self._open.add(ws)
+        self.counters["connections"] += 1
+        try:
+            await ws.send(self._hello)
+            async for raw in ws:
+                try:
+                    answer = await self.handle(raw, alive=lambda: ws.state is State.OPEN)
+                except Exception as exc:  # a bug of ours: report it to this client, keep the server up
+                    log.exception("unexpected error handling a message")
+                    answer = self._error(SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+                await ws.send(encode(answer))
+        except ConnectionClosed as exc:
+            codes = {frame.code for frame in (exc.rcvd, exc.sent) if frame is not None}
+            if 1009 in codes:  # message too big
+                self.counters["oversized"] += 1
+        finally:
+            self._open.discard(ws)
+
+    async def _admit(self, connection: ServerConnection, request) -> Any:
+        token = self.settings.token
+        if token:
+            given = request.headers.get_all("Authorization")  # exactly one header, or it is wrong
+            given = given[0] if len(given) == 1 else ""
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                self.counters["rejected"] += 1
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token: send "
+                                          "'Authorization: Bearer <token>'\n")
+        if len(self._open) >= self.settings.max_clients:
+            self.counters["rejected"] += 1
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      f"server full: {self.settings.max_clients} connections open\n")
+        return None
+
+    def stats(self) -> dict:
+        return {"uptime_s": round(time.monotonic() - self.started, 3), "open_connections": len(self._open),
+                **self.counters, "errors": dict(self.errors),
+                **(self.batcher.stats() if self.batcher is not None else {}),
+                **(self.policy_stats() if self.policy_stats is not None else {})}
+
+    async def serve(self, stop: asyncio.Future, ready: Callable[[str, int], None] | None = None) -> None:
+        """Listen until `stop` resolves; `ready(host, port)` is called once the socket is open."""
+        s = self.settings
+        # one request in flight per connection (answers go out in order), so a batch can hold at most
+        # as many requests as there are open connections
+        self.batcher = Batcher(self.run_batch, s.max_batch, s.max_wait_ms / 1000, s.debug_delay_ms / 1000,
+                               senders=lambda: len(self._open))
+        batching = asyncio.create_task(self.batcher.run())
+        try:
+            async with serve(self._connection, s.host, s.port, process_request=self._admit,
+                             max_size=s.max_message_bytes, compression=None, max_queue=4,
+                             server_header=None) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                if ready is not None:
+                    ready(s.host, self.port)
+                await stop
+        finally:
+            batching.cancel()
+
+    def run(self, ready: Callable[[str, int], None] | None = None) -> dict:
+        """Serve until SIGTERM or SIGINT; return the final stats."""
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            stop = loop.create_future()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+            await self.serve(stop, ready)
+
+        asyncio.run(main())
+        return self.stats()
