@@ -13,6 +13,7 @@ Checkpoint folder:
     backbone.safetensors     base weights, only for `tiny` (random) backbones
     adapters/<name>/         peft format: PeftModel.from_pretrained(base, "adapters/<name>")
     modalities/<name>.safetensors, projectors/<name>.safetensors
+    outputs/<name>.safetensors   output modalities: signal embeddings + output projector
 The folder is written under a temporary name and renamed into place, so a kill never leaves a
 half-written checkpoint behind.
 """
@@ -25,6 +26,7 @@ from typing import Any, Mapping
 import hydra
 from graft.agent.backbone import load_backbone
 from graft.agent.mmllm import MMLLM
+from graft.agent.outputs import OutputHead
 from graft.envs.atomic import write_dir_atomic
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
@@ -55,6 +57,30 @@ def graft_modality(mm: MMLLM, name: str, modality_cfg: Mapping, projector_cfg: M
     mm.graft(name, modality, projector, adapter=adapter)
     mm.graft_configs[name] = {"modality": _plain(modality_cfg), "projector": _plain(projector_cfg),
                               "adapter": mm.adapter_of[name]}
+
+
+def build_output_head(name: str, output_cfg: Mapping[str, Any], embed_dim: int, cond_tokens: int, cond_dim: int,
+                      init_std: float = 0.02) -> OutputHead:
+    """An output head from `{signal_tokens: K, projector: {_target_: ...}}` for a generator that
+    reads conditioning `(cond_tokens, cond_dim)`."""
+    cfg = dict(_plain(output_cfg))
+    k = int(cfg["signal_tokens"])
+    projector = hydra.utils.instantiate(dict(_plain(cfg["projector"])), in_dim=embed_dim, out_dim=int(cond_dim),
+                                        in_tokens=k, out_tokens=int(cond_tokens))
+    return OutputHead(name, k, embed_dim, projector, cond_tokens, cond_dim, init_std=init_std)
+
+
+def graft_output(mm: MMLLM, name: str, output_cfg: Mapping, cond_tokens: int, cond_dim: int,
+                 adapter: str | None = None) -> None:
+    """Graft output modality `name`: K signal tokens, an output projector into a generator's
+    conditioning `(cond_tokens, cond_dim)`, and a LoRA adapter (its own, or `adapter`)."""
+    table = mm.backbone.get_input_embeddings().weight
+    head = build_output_head(name, output_cfg, mm.embed_dim, cond_tokens, cond_dim, init_std=float(table.std()))
+    mm.graft(name, output=head, adapter=adapter)
+    mm.graft_configs[name] = {"modality": None, "projector": None, "adapter": mm.adapter_of[name],
+                              "output": {"signal_tokens": head.num_tokens,
+                                         "projector": _plain(dict(_plain(output_cfg))["projector"]),
+                                         "cond_tokens": int(cond_tokens), "cond_dim": int(cond_dim)}}
 
 
 def graft_task(mm: MMLLM, name: str, adapter: str | None = None) -> None:
@@ -96,7 +122,7 @@ def save_mmllm(mm: MMLLM, folder: str | Path) -> Path:
             base = {k.replace(".base_layer.", "."): v for k, v in base.items()}
             save_file(_untie(base), tmp / "backbone.safetensors")
         mm.bank.save(tmp / "adapters")
-        for sub, modules in (("modalities", mm.modalities), ("projectors", mm.projectors)):
+        for sub, modules in (("modalities", mm.modalities), ("projectors", mm.projectors), ("outputs", mm.outputs)):
             (tmp / sub).mkdir()
             for name, module in modules.items():
                 save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / sub / f"{name}.safetensors")
@@ -141,6 +167,11 @@ def load_mmllm(folder: str | Path) -> MMLLM:
             projector = build_projector(g["projector"], modality.feature_dim, mm.embed_dim)
             projector.load_state_dict(load_file(folder / "projectors" / f"{name}.safetensors"))
             mm.register_modality(name, modality, projector)
+        elif g.get("output") is not None:
+            out = g["output"]
+            head = build_output_head(name, out, mm.embed_dim, out["cond_tokens"], out["cond_dim"])
+            head.load_state_dict(load_file(folder / "outputs" / f"{name}.safetensors"))
+            mm.register_output(name, head)
         mm.adapter_of[name] = g.get("adapter", name)
         mm.graft_configs[name] = g
     mm.set_trainable(None)

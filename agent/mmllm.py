@@ -6,9 +6,16 @@ modality's projected tokens, so the LLM reads `inputs_embeds` of shape `(B, L, D
 -100 on the prompt and modality positions. The same spliced prompts feed training (`forward`),
 free text generation (`generate`) and scoring a fixed set of candidate answers in one forward
 pass (`score`), e.g. the names of an environment's actions.
+
+Output modalities (agent/outputs.py) are grafted the same way: `graft(name, output=OutputHead)`
+adds K signal tokens `<name_k>` and a LoRA adapter `name`. The signal tokens' input embeddings come
+from the head's learned table, spliced wherever they appear; `signal_hidden` returns the LLM's
+last-layer hidden states at them `(B, K, D)` and `output_features` the projected generator
+conditioning `(B, N, C)`.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -16,6 +23,7 @@ import numpy as np
 import torch
 from graft.agent.adapters import AdapterBank
 from graft.agent.modalities.base import Modality
+from graft.agent.outputs import OutputHead
 from graft.envs.spec import ObservationError
 from torch import nn
 
@@ -41,6 +49,8 @@ class MMLLM(nn.Module):
         self.modalities = nn.ModuleDict()
         self.projectors = nn.ModuleDict()
         self.placeholder_ids: dict[str, int] = {}
+        self.outputs = nn.ModuleDict()  # output modalities: signal embeddings + output projector
+        self.signal_ids: dict[str, list[int]] = {}  # output name -> ids of its K signal tokens
         self.training_adapter: str | None = None
         self.adapter_of: dict[str, str] = {}  # grafted name -> its LoRA adapter (itself, or a shared one)
         self.embed_dim = llm.get_input_embeddings().embedding_dim
@@ -49,16 +59,21 @@ class MMLLM(nn.Module):
 
     # ---- grafting and trainability -------------------------------------------------------------
     def graft(self, name: str, modality: Modality | None = None, projector: nn.Module | None = None,
-              adapter: str | None = None) -> None:
-        """Graft `name`: for an input modality its encoder, projector and `<name>` token, plus a LoRA
-        adapter called `name` — or, with `adapter=`, a LoRA adapter shared between grafts.
+              adapter: str | None = None, output: OutputHead | None = None) -> None:
+        """Graft `name`: for an input modality its encoder, projector and `<name>` token; for an output
+        modality (`output=`) its signal tokens and output projector; plus a LoRA adapter called
+        `name` — or, with `adapter=`, a LoRA adapter shared between grafts.
 
         Everything already grafted stays frozen; call `set_trainable` to choose what learns.
         """
         if name in self.adapter_of:
             raise ValueError(f"'{name}' is already grafted (grafted: {list(self.adapter_of)})")
+        if modality is not None and output is not None:
+            raise ValueError(f"'{name}' is either an input modality or an output modality, not both")
         if modality is not None:
             self.register_modality(name, modality, projector)
+        if output is not None:
+            self.register_output(name, output)
         adapter = adapter or name
         if adapter not in self.bank.names:
             self.bank.add(adapter)
@@ -76,12 +91,26 @@ class MMLLM(nn.Module):
         self.modalities[name] = modality
         self.projectors[name] = projector
 
+    def register_output(self, name: str, head: OutputHead) -> None:
+        if head.name != name:
+            raise ValueError(f"output head is named '{head.name}' but grafted as '{name}'")
+        if name in self.modalities:
+            raise ValueError(f"'{name}' is already an input modality")
+        if head.signal.shape[1] != self.embed_dim:
+            raise ValueError(f"output '{name}': signal embeddings are {head.signal.shape[1]}-wide, the LLM's "
+                             f"{self.embed_dim}")
+        tokens = head.token_strings()
+        self.tokenizer.add_tokens(tokens, special_tokens=True)
+        self.signal_ids[name] = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+        self.outputs[name] = head
+
     def set_trainable(self, name: str | Sequence[str] | None, stage: str | None = None) -> list[nn.Parameter]:
         """Freeze everything, then unfreeze the parts of graft `name` (or of several grafts that
         share one adapter) for `stage`.
 
         stage "pt": the input projector only (MM PT). stage "it": projector + LoRA (MM IT).
-        Returns the trainable parameters.
+        For an output modality the output head (signal embeddings + output projector) stands in for
+        the input projector. Returns the trainable parameters.
         """
         if stage not in (None, "pt", "it"):
             raise ValueError(f"stage must be 'pt' or 'it', got '{stage}'")
@@ -93,6 +122,8 @@ class MMLLM(nn.Module):
                 raise KeyError(f"'{n}' is not grafted (grafted: {list(self.adapter_of)})")
             if n in self.projectors:
                 self.projectors[n].requires_grad_(True)
+            if n in self.outputs:
+                self.outputs[n].requires_grad_(True)
         if names and stage == "it":
             adapters = {self.adapter_of[n] for n in names}
             if len(adapters) > 1:
@@ -103,10 +134,11 @@ class MMLLM(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def route(self, present: Sequence[str]) -> None:
-        """Choose the active adapters for inputs holding modalities `present`."""
+        """Choose the active adapters for inputs holding modalities `present` (input modalities, and
+        the output modality being produced)."""
         names = self.bank.names
-        if self.routing == "gated":  # task adapters (no encoder) are always on
-            names = [n for n in names if n in present or n not in self.modalities]
+        if self.routing == "gated":  # task adapters (no encoder, no output head) are always on
+            names = [n for n in names if n in present or (n not in self.modalities and n not in self.outputs)]
         trainable = self.training_adapter if self.training_adapter in names else None
         self.bank.route(names, trainable)
 
@@ -155,25 +187,37 @@ class MMLLM(nn.Module):
 
     def embed_prompts(self, examples: Sequence[Example]) -> list[torch.Tensor]:
         """Chat-formatted prompts with modality tokens spliced in: one `(L_i, D)` per example."""
+        return [seq for seq, _ in self._embed(examples)]
+
+    def _embed(self, examples: Sequence[Example], append: Sequence[Sequence[int]] | None = None):
+        """Per example: the spliced prompt `(L_i, D)` (token ids `append[i]` added after it), and
+        where each prompt token landed in it (placeholders expand to N_m rows)."""
         for ex in examples:
             self.check(ex)
         tokens = self.encode_observations(examples)
         taken = {name: 0 for name in tokens}
         by_id = {i: n for n, i in self.placeholder_ids.items()}
+        signal_of = {i: (n, k) for n, ids in self.signal_ids.items() for k, i in enumerate(ids)}
         out = []
-        for ex in examples:
-            ids = self.prompt_ids(ex.prompt)
-            safe = [0 if i in by_id else i for i in ids]  # placeholders may have no embedding row
+        for b, ex in enumerate(examples):
+            ids = self.prompt_ids(ex.prompt) + list(append[b] if append else [])
+            safe = [0 if i in by_id or i in signal_of else i for i in ids]  # new tokens have no embedding row
             text = self.embed_tokens(safe)
-            pieces, start = [], 0
+            rows = [pos for pos, i in enumerate(ids) if i in signal_of]
+            if rows:  # signal tokens: rows of their output head's learned table
+                values = torch.stack([self.outputs[signal_of[ids[p]][0]].signal[signal_of[ids[p]][1]] for p in rows])
+                text = text.index_put((torch.tensor(rows, device=text.device),), values.to(text.dtype))
+            pieces, start, where, shift = [], 0, [], 0
             for pos, i in enumerate(ids):
+                where.append(pos + shift)
                 if i in by_id:
                     name = by_id[i]
-                    pieces += [text[start:pos], tokens[name][taken[name]].to(text.dtype)]
+                    spliced = tokens[name][taken[name]].to(text.dtype)  # (N_m, D)
+                    pieces += [text[start:pos], spliced]
                     taken[name] += 1
-                    start = pos + 1
+                    start, shift = pos + 1, shift + spliced.shape[0] - 1
             pieces.append(text[start:])
-            out.append(torch.cat(pieces))
+            out.append((torch.cat(pieces), where))
         return out
 
     def pad(self, seqs: list[torch.Tensor], labels: list[torch.Tensor] | None = None, side: str = "right"):
@@ -197,6 +241,48 @@ class MMLLM(nn.Module):
         self.route(sorted({k for ex in examples for k in ex.obs}))
         with self.bank.context():
             return self.bank.model(**batch, **kwargs)
+
+    # ---- output modalities ---------------------------------------------------------------------
+    def signal_hidden(self, examples: Sequence[Example], name: str) -> torch.Tensor:
+        """The LLM's last-layer hidden states at the K signal tokens of output `name` → `(B, K, D)`.
+
+        A prompt may hold the K tokens (in order, once); a prompt without them gets them appended as
+        the start of the assistant's turn, i.e. the LLM is asked to produce the output. Routing
+        treats `name` as present, so a gated output adapter is active.
+        """
+        if name not in self.outputs:
+            raise KeyError(f"'{name}' is not a grafted output modality (outputs: {list(self.outputs)})")
+        want = self.signal_ids[name]
+        append, found = [], []
+        for ex in examples:
+            ids = self.prompt_ids(ex.prompt)
+            at = [p for p, i in enumerate(ids) if i in want]
+            if at and [ids[p] for p in at] != want:
+                raise ValueError(f"output '{name}': a prompt must hold its signal tokens "
+                                 f"{self.outputs[name].signal_text} once and in order, or none of them; "
+                                 f"got {[self.tokenizer.convert_ids_to_tokens(ids[p]) for p in at]}")
+            append.append([] if at else want)
+            found.append(at or list(range(len(ids), len(ids) + len(want))))
+        embedded = self._embed(examples, append)
+        batch = self.pad([seq for seq, _ in embedded])
+        batch.pop("labels")
+        positions = torch.tensor([[where[p] for p in at] for (_, where), at in zip(embedded, found)],
+                                 device=batch["inputs_embeds"].device)  # (B, K)
+        self.route(sorted({k for ex in examples for k in ex.obs} | {name}))
+        with self.bank.context():
+            out = self.bank.model(**batch, output_hidden_states=True, **self._keep_one_logit())
+        hidden = out.hidden_states[-1]  # (B, L, D)
+        return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, K, D)
+
+    def output_features(self, examples: Sequence[Example], name: str) -> torch.Tensor:
+        """Signal-token hidden states through output `name`'s projector → conditioning `(B, N, C)`."""
+        return self.outputs[name](self.signal_hidden(examples, name))
+
+    def _keep_one_logit(self) -> dict:
+        """Skip the LM head's full-vocabulary logits where the model allows it (hidden states only)."""
+        if "logits_to_keep" in inspect.signature(self.backbone.forward).parameters:
+            return {"logits_to_keep": 1}
+        return {}
 
     # ---- the three uses ------------------------------------------------------------------------
     def forward(self, examples: Sequence[Example]):

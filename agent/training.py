@@ -39,11 +39,13 @@ class StageTrainer:
 
 
 def trainable_report(mm: MMLLM) -> dict[str, dict[str, float]]:
-    """Per grafted name: projector and LoRA parameter counts, and their share of all parameters."""
+    """Per grafted name: projector and LoRA parameter counts, and their share of all parameters.
+    For an output modality "projector" counts its output head (signal embeddings + output projector)."""
     total = sum(p.numel() for p in mm.parameters())
     report = {}
     for name, adapter in mm.adapter_of.items():
-        projector = sum(p.numel() for p in mm.projectors[name].parameters()) if name in mm.projectors else 0
+        owned = mm.projectors[name] if name in mm.projectors else mm.outputs[name] if name in mm.outputs else None
+        projector = sum(p.numel() for p in owned.parameters()) if owned is not None else 0
         lora = sum(p.numel() for p in mm.bank.lora_parameters(adapter))
         report[name] = {"projector": projector, "lora": lora, "adapter": adapter, "share": (projector + lora) / total}
     return report

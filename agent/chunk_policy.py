@@ -1,0 +1,78 @@
+"""A receding-horizon policy over an action-chunk output modality (Diffusion Policy's execution).
+
+For every sub-env whose queue of planned actions is empty, the observation (+ mission) becomes a
+prompt, the MM-LLM's signal-token features condition the action generator, and the sampled chunk
+`(H, A)` is queued; the policy then executes `execute` actions of it (`execute <= H`) and re-plans.
+Plans for several sub-envs are made in one batch. Actions are clipped to the action space.
+Works with `graft.envs.rollout.rollout` (`__call__(obs, infos)` and `reset(env_ids)`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+from graft.agent.generators.action import ActionGenerator
+from graft.agent.mmllm import MMLLM, Example
+from graft.agent.output_trainer import generate_output
+
+PROMPT = "{tags}\nMission: {mission}\nPlan the next actions."
+
+
+def chunk_prompt(modalities: Sequence[str], mission: str, prompt: str = PROMPT) -> str:
+    return prompt.format(tags="\n".join(f"<{m}>" for m in modalities), mission=mission)
+
+
+class ChunkPolicy:
+    name = "action_chunks"
+
+    def __init__(self, mm: MMLLM, output: str, generator: ActionGenerator, action_space: gym.spaces.Box,
+                 modalities: Sequence[str], execute: int = 8, sample_steps: int | None = None, seed: int = 0,
+                 prompt: str = PROMPT):
+        if not isinstance(action_space, gym.spaces.Box) or action_space.shape != (generator.action_dim,):
+            raise ValueError(f"the generator makes {generator.action_dim}-dim actions; action space is {action_space}")
+        if not 1 <= execute <= generator.horizon:
+            raise ValueError(f"execute must be in [1, horizon={generator.horizon}], got {execute}")
+        unknown = [m for m in modalities if m not in mm.modalities]
+        if unknown:
+            raise ValueError(f"policy reads {unknown} but the MM-LLM has only {list(mm.modalities)}")
+        self.mm, self.output, self.generator, self.space = mm, output, generator, action_space
+        self.modalities, self.execute, self.sample_steps = list(modalities), int(execute), sample_steps
+        self.seed, self.prompt = int(seed), prompt
+        self.queues: list[list[np.ndarray]] = []
+        self.plans, self.plan_seconds, self.planned_chunks = 0, 0.0, 0
+
+    def reset(self, env_ids: Any = None) -> None:
+        """Drop the plans of sub-envs `env_ids` (all when None) — their episodes start afresh."""
+        if env_ids is None:
+            self.queues = []
+            return
+        for i in np.atleast_1d(env_ids):
+            if i < len(self.queues):
+                self.queues[int(i)] = []
+
+    def examples(self, obs: Mapping[str, Any], rows: Sequence[int]) -> list[Example]:
+        return [Example(chunk_prompt(self.modalities, obs["mission"][i], self.prompt),
+                        {m: np.asarray(obs[m][i]) for m in self.modalities}) for i in rows]
+
+    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
+        n = len(obs["mission"])
+        while len(self.queues) < n:
+            self.queues.append([])
+        empty = [i for i in range(n) if not self.queues[i]]
+        if empty:
+            started = time.perf_counter()
+            chunks = generate_output(self.mm, self.output, self.generator, self.examples(obs, empty),
+                                     steps=self.sample_steps, seed=self.seed + self.plans)  # (B', H, A)
+            self.plan_seconds += time.perf_counter() - started
+            self.plans += 1
+            self.planned_chunks += len(empty)
+            for i, chunk in zip(empty, chunks):
+                self.queues[i] = list(chunk[: self.execute])
+        actions = np.stack([self.queues[i].pop(0) for i in range(n)])  # (n, A)
+        return np.clip(actions, self.space.low, self.space.high).astype(self.space.dtype)
+
+    @property
+    def seconds_per_chunk(self) -> float | None:
+        return self.plan_seconds / self.planned_chunks if self.planned_chunks else None

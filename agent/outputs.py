@@ -1,0 +1,106 @@
+"""The LLM side of an output modality: signal tokens and the Output Projector.
+
+An output modality `name` (e.g. "goal_image") owns K signal tokens `<name_0>` ... `<name_{K-1}>`.
+They are added to the tokenizer, but the frozen vocabulary has no rows for them: their input
+embeddings come from `OutputHead.signal`, a small learned `(K, D)` table spliced in wherever the
+tokens appear (NExT-GPT's `[IMG_k]` tokens). The LLM's last-layer hidden states at those positions,
+`(B, K, D)`, go through the Output Projector into the generator's conditioning space `(B, N, C)`:
+
+- `linear`: a linear map per token, then a linear mix of the K tokens into N.
+- `mlp`: the same with a two-layer GELU MLP per token.
+- `transformer`: N learned queries decoding the K hidden states with a small transformer
+  (NExT-GPT's output projector); emits N tokens whatever K is.
+
+Each projector is built from `configs/output_projector/<name>.yaml` with `in_dim`, `out_dim`,
+`in_tokens` and `out_tokens` filled in when the output modality is grafted.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TokenMix(nn.Module):
+    """A learned linear map over the token axis: `(B, K, C)` → `(B, N, C)` (identity when K == N)."""
+
+    def __init__(self, in_tokens: int, out_tokens: int):
+        super().__init__()
+        self.mix = None if in_tokens == out_tokens else nn.Linear(in_tokens, out_tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mix is None:
+            return x
+        return self.mix(x.transpose(1, 2)).transpose(1, 2)  # (B, N, C)
+
+
+class LinearOutputProjector(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, in_tokens: int, out_tokens: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.tokens = TokenMix(in_tokens, out_tokens)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.tokens(self.proj(h))  # (B, K, D) -> (B, N, C)
+
+
+class MLPOutputProjector(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, in_tokens: int, out_tokens: int, hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or max(in_dim, out_dim)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+        self.tokens = TokenMix(in_tokens, out_tokens)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.tokens(self.mlp(h))  # (B, K, D) -> (B, N, C)
+
+
+class TransformerOutputProjector(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, in_tokens: int, out_tokens: int, num_layers: int = 2,
+                 num_heads: int = 4):
+        super().__init__()
+        if out_dim % num_heads:
+            raise ValueError(f"transformer output projector: out_dim {out_dim} must be divisible by num_heads {num_heads}")
+        self.in_proj = nn.Linear(in_dim, out_dim)
+        self.queries = nn.Parameter(torch.randn(out_tokens, out_dim) * out_dim**-0.5)
+        layer = nn.TransformerDecoderLayer(out_dim, num_heads, dim_feedforward=4 * out_dim, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, num_layers)
+        self.out = nn.Sequential(nn.LayerNorm(out_dim), nn.Linear(out_dim, out_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        memory = self.in_proj(h)  # (B, K, C)
+        q = self.queries.unsqueeze(0).expand(h.shape[0], -1, -1)  # (B, N, C)
+        return self.out(self.decoder(q, memory))  # (B, N, C)
+
+
+class OutputHead(nn.Module):
+    """Signal-token embeddings `(K, D)` + the output projector of one output modality."""
+
+    def __init__(self, name: str, num_tokens: int, embed_dim: int, projector: nn.Module,
+                 cond_tokens: int, cond_dim: int, init_std: float = 0.02):
+        super().__init__()
+        if num_tokens < 1:
+            raise ValueError(f"output '{name}' needs at least one signal token, got {num_tokens}")
+        self.name, self.num_tokens = name, int(num_tokens)
+        self.cond_tokens, self.cond_dim = int(cond_tokens), int(cond_dim)
+        self.signal = nn.Parameter(torch.randn(self.num_tokens, embed_dim) * init_std)  # (K, D)
+        self.projector = projector
+
+    def token_strings(self) -> list[str]:
+        return [f"<{self.name}_{k}>" for k in range(self.num_tokens)]
+
+    @property
+    def signal_text(self) -> str:
+        """The K signal tokens as text, e.g. "<goal_image_0><goal_image_1>"."""
+        return "".join(self.token_strings())
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LLM hidden states at the signal tokens `(B, K, D)` → generator conditioning `(B, N, C)`."""
+        if hidden.ndim != 3 or hidden.shape[1] != self.num_tokens:
+            raise ValueError(f"output '{self.name}': expected hidden states (B, {self.num_tokens}, D), "
+                             f"got shape {tuple(hidden.shape)}")
+        cond = self.projector(hidden)
+        if cond.shape[1:] != (self.cond_tokens, self.cond_dim):
+            raise ValueError(f"output '{self.name}': projector gave {tuple(cond.shape[1:])}, the generator "
+                             f"expects ({self.cond_tokens}, {self.cond_dim})")
+        return cond  # (B, N, C)
