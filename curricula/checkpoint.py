@@ -22,7 +22,8 @@ from graft.envs.atomic import write_dir_atomic
 
 
 def learnable_state(mm) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous() for n, p in mm.named_parameters() if "lora_" in n or n.startswith("projectors.")}
+    return {n: p.detach().contiguous() for n, p in mm.named_parameters()
+            if "lora_" in n or n.startswith(("projectors.", "outputs."))}
 
 
 def optimizer_tensors(mm, optimizer: torch.optim.Optimizer | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

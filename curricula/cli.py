@@ -48,6 +48,34 @@ def _datagen(cfg) -> int:
     return 0
 
 
+def _serve(cfg) -> int:
+    from graft.curricula.serve import run_serve
+
+    stats = run_serve(cfg)
+    print(f"graft serve: stopped after {stats.get('requests', 0)} requests in {stats.get('batches', 0)} batches")
+    return 0
+
+
+def _control(cfg) -> int:
+    from graft.curricula.control import run_control
+
+    s = run_control(cfg)
+    lat = s["stats"]["latency_ms"]
+    print(f"{s['env']} via {s['server_uri']}: success_rate {s['success_rate']:.2f} over {s['episodes']} episodes, "
+          f"latency p50 {lat.get('p50', '-')} ms p99 {lat.get('p99', '-')} ms, missed deadlines "
+          f"{s['stats']['missed']}, safe-action ticks {s['stats']['safe_ticks']}/{s['stats']['ticks']} -> {s['run_dir']}")
+    return 0
+
+
+def _generate(cfg) -> int:
+    from graft.curricula.generate import summary_lines, generate
+
+    report = generate(cfg)
+    print("\n".join(summary_lines(report)))
+    print(f"report: {report['run_dir']}/report.md")
+    return 0
+
+
 def _show(cfg) -> int:
     from omegaconf import OmegaConf
 
@@ -60,6 +88,9 @@ COMMANDS: dict[str, tuple[str, Callable, str]] = {
     "chat": ("chat", _chat, "answer one prompt with observations from the config"),
     "datagen": ("datagen", _datagen, "write an env's PT, IT, demo and text-only splits as Parquet"),
     "rollout": ("rollout", _rollout, "run expert | random | checkpoint policies on vector envs"),
+    "generate": ("generate", _generate, "graft output modalities (goal images, action chunks); trained vs untrained"),
+    "serve": ("serve", _serve, "serve an agent over websocket + msgpack, batching concurrent clients"),
+    "control": ("control", _control, "run a robot controller against `graft serve`; report success and latency"),
 }
 
 

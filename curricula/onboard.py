@@ -5,7 +5,8 @@ Run folder:
     config.yaml              the composed config (what `resume=` reads back)
     data/<curriculum>/       generated env data (Parquet), reused on resume
     baseline.json            untrained scores per stage (FWT's reference)
-    <method>/checkpoint/     the method's latest checkpoint; <method>/replay.sqlite its memory
+    <method>/checkpoint/     the method's latest training checkpoint; <method>/replay.sqlite its memory
+    <method>/agent/          the trained agent (save_mmllm): `graft serve checkpoint=` / `graft rollout policy=`
     tb/                      TensorBoard event files
     report.json, report.md, plots/*.png
 """

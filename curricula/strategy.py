@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from graft.agent.backbone import load_backbone
-from graft.agent.build import graft_modality, graft_task
+from graft.agent.build import graft_modality, graft_task, save_mmllm
 from graft.agent.mmllm import MMLLM
 from graft.agent.training import trainable_report
 from graft.curricula import checkpoint as ckpt
@@ -272,6 +272,9 @@ class MethodRun:
         r["text_retention"] = text[-1] / before if before and text else None
         r["success_rate"] = mean_or_none(r["success_matrix"][-1]) if r["success_matrix"] else None
         r["seconds"] = round(self.elapsed(), 1)
+        if self.rank == 0:  # the trained agent, loadable by `graft serve` / `graft rollout policy=`
+            save_mmllm(self.mm, self.out / "agent")
+            r["agent"] = str(self.out / "agent")
         return r
 
 

@@ -53,6 +53,14 @@ def test_graft_uses_one_adapter_per_modality_and_naive_one_shared(small_run):
     assert [g["stage"] for g in graft["gate"]] == ["grid", "rgb"] and not naive["gate"]
 
 
+def test_each_method_leaves_a_loadable_agent(small_run):
+    from graft.agent.build import load_mmllm
+
+    report, out = small_run
+    agent = load_mmllm(out / "graft" / "agent")
+    assert agent.bank.names == ["text", "grid", "rgb"] and report["methods"]["graft"]["agent"].endswith("agent")
+
+
 def test_training_lowers_the_loss_of_the_text_stage(tmp_path, compose, small_overrides):
     cfg = compose("onboard", [*small_overrides, "steps_scale=0.2", "compare=[naive]", f"run_dir={tmp_path}"])
     curve = onboard(cfg)["methods"]["naive"]["loss_curves"]["text"]["it"]
