@@ -76,6 +76,22 @@ def _generate(cfg) -> int:
     return 0
 
 
+def _bench(cfg) -> int:
+    from graft.curricula.bench import run_bench, summary_lines
+
+    report = run_bench(cfg)
+    print("\n".join(summary_lines(report)))
+    return 0
+
+
+def _ros2(cfg) -> int:
+    from graft.curricula.ros2 import run_ros2
+
+    stats = run_ros2(cfg)
+    print(f"graft ros2: {stats.get('summary', stats)}")
+    return 0
+
+
 def _show(cfg) -> int:
     from omegaconf import OmegaConf
 
@@ -91,6 +107,8 @@ COMMANDS: dict[str, tuple[str, Callable, str]] = {
     "generate": ("generate", _generate, "graft output modalities (goal images, action chunks); trained vs untrained"),
     "serve": ("serve", _serve, "serve an agent over websocket + msgpack, batching concurrent clients"),
     "control": ("control", _control, "run a robot controller against `graft serve`; report success and latency"),
+    "bench": ("bench", _bench, "benchmark graft against the baselines users write; BENCHMARKS.md + bench.json"),
+    "ros2": ("ros2", _ros2, "run the agent as a ROS 2 node (needs the ros2 extra: pip install 'graft[ros2]')"),
 }
 
 
