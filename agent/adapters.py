@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel

@@ -5,7 +5,8 @@ holds one `<name>` placeholder per observation; `embed` replaces each placeholde
 modality's projected tokens, so the LLM reads `inputs_embeds` of shape `(B, L, D)`. Labels are
 -100 on the prompt and modality positions. The same spliced prompts feed training (`forward`),
 free text generation (`generate`) and scoring a fixed set of candidate answers in one forward
-pass (`score`), e.g. the names of an environment's actions.
+pass (`score`, through the prefix-cached token-tree fast path of agent/fast_path.py), e.g. the
+names of an environment's actions.
 
 Output modalities (agent/outputs.py) are grafted the same way: `graft(name, output=OutputHead)`
 adds K signal tokens `<name_k>` and a LoRA adapter `name`. The signal tokens' input embeddings come
@@ -16,8 +17,8 @@ conditioning `(B, N, C)`.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,6 +79,9 @@ class MMLLM(nn.Module):
         if adapter not in self.bank.names:
             self.bank.add(adapter)
         self.adapter_of[name] = adapter
+        for parts in (self.projectors, self.outputs):  # new parts follow the model's mode (Agent skips eval())
+            if name in parts:
+                parts[name].train(self.training)
         self.set_trainable(None)
 
     def register_modality(self, name: str, modality: Modality, projector: nn.Module | None) -> None:
@@ -177,9 +181,17 @@ class MMLLM(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        chat = [{"role": "user", "content": prompt}]
-        text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        return self._token_ids(text)
+        """The chat-formatted prompt's token ids. Memoised per prompt and tokenizer size (a policy
+        sees the same mission at every step of an episode; grafting adds tokens and resets it)."""
+        memo = self.__dict__.setdefault("_prompt_ids", {})
+        key = (prompt, id(self.tokenizer), len(self.tokenizer))
+        if key not in memo:
+            if len(memo) >= 4096:
+                memo.clear()
+            chat = [{"role": "user", "content": prompt}]
+            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+            memo[key] = self._token_ids(text)
+        return list(memo[key])
 
     def embed_tokens(self, ids: list[int]) -> torch.Tensor:
         table = self.backbone.get_input_embeddings()
@@ -285,8 +297,17 @@ class MMLLM(nn.Module):
         return {}
 
     # ---- the three uses ------------------------------------------------------------------------
-    def forward(self, examples: Sequence[Example]):
-        """Teacher-forced pass; `.loss` is the conditional text-generation loss on the responses."""
+    def forward(self, examples: Sequence[Example], pack: bool | str | None = None, logits_at: str | None = None):
+        """Teacher-forced pass; `.loss` is the conditional text-generation loss on the responses.
+
+        `pack` (default `self.pack`, False) runs the batch padding-free in one row (True, or "auto":
+        when that saves FLOPs); `logits_at="labels"` (default `self.logits_at`, "all") computes
+        LM-head logits only where a label is predicted (agent/packing.py). Both give the same loss;
+        they change the layout of `.logits`."""
+        pack = getattr(self, "pack", False) if pack is None else pack
+        logits_at = getattr(self, "logits_at", "all") if logits_at is None else logits_at
+        if logits_at not in ("all", "labels"):
+            raise ValueError(f"logits_at must be 'all' or 'labels', got {logits_at!r}")
         if any(ex.response is None for ex in examples):
             raise ValueError("every training example needs a response")
         prompts = self.embed_prompts(examples)
@@ -295,7 +316,16 @@ class MMLLM(nn.Module):
             ids = self._token_ids(ex.response + self.tokenizer.eos_token)
             seqs.append(torch.cat([p, self.embed_tokens(ids)]))
             labels.append(torch.tensor([IGNORE] * p.shape[0] + ids, device=p.device))
-        return self._run(examples, self.pad(seqs, labels))
+        from graft.agent.packing import label_logits_forward, packed, worth_packing
+
+        if pack == "auto":
+            pack = worth_packing([s.shape[0] for s in seqs], self.backbone.config)
+        batch = packed(seqs, labels) if pack else self.pad(seqs, labels)
+        if logits_at == "all":
+            return self._run(examples, batch)
+        self.route(sorted({k for ex in examples for k in ex.obs}))
+        with self.bank.context():
+            return label_logits_forward(self.bank.model, batch)
 
     @torch.no_grad()
     def generate(self, examples: Sequence[Example], max_new_tokens: int = 32, **generate_kwargs) -> list[str]:
@@ -319,7 +349,25 @@ class MMLLM(nn.Module):
 
     @torch.no_grad()
     def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False) -> torch.Tensor:
-        """Log-probability of each candidate answer after each prompt, in one forward → `(B, K)`."""
+        """Log-probability of each candidate answer after each prompt, in one forward → `(B, K)`.
+
+        The prompts go through the LLM once, with every candidate appended as a token tree behind
+        a cached template head (agent/fast_path.py); same numbers as `score_repeated`."""
+        return self.scorer().score(examples, candidates, normalize)
+
+    def scorer(self, merge: bool = False, dtype: torch.dtype | None = None):
+        """The fast-path scorer on the live weights, or (`merge=True`) on a merged deployment copy
+        that follows the live adapters (rebuilt when they change)."""
+        from graft.agent.fast_path import FastScorer
+
+        cache = self.__dict__.setdefault("_scorers", {})  # plain attribute: not a submodule
+        if (merge, dtype) not in cache:
+            cache[(merge, dtype)] = FastScorer(self, merge=merge, dtype=dtype)
+        return cache[(merge, dtype)]
+
+    @torch.no_grad()
+    def score_repeated(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False) -> torch.Tensor:
+        """`score` the slow way: the full prompt repeated once per candidate, one padded batch of B*K."""
         prompts = self.embed_prompts(examples)
         cand_ids = [self._token_ids(c) for c in candidates]
         cand_emb = [self.embed_tokens(ids) for ids in cand_ids]

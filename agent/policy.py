@@ -5,11 +5,16 @@ Each sub-env's observation becomes one prompt in the demonstrations' format (see
 "What is the next action?". Discrete action spaces are answered by scoring every action name in
 one forward pass (no sampling, no parsing); continuous ones by greedy generation of the action's
 numbers, parsed and checked against the action space.
+
+`deploy=True` scores on a merged copy of the adapters (agent/fast_path.py: cached template head,
+candidates as a token tree, no LoRA branches), rebuilt whenever the live adapters change; use it
+where the agent only acts (serving, benchmarks). The default scores on the live peft model.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,7 +32,7 @@ class Agent:
 
     def __init__(self, mm: MMLLM, action_space: gym.Space, action_names: Sequence[str] | None = None,
                  modalities: Sequence[str] | None = None, prompt: str = PROMPT, max_new_tokens: int = 32,
-                 invalid: str = "raise"):
+                 invalid: str = "raise", deploy: bool = False, dtype: torch.dtype | None = None):
         if invalid not in ("raise", "fallback"):
             raise ValueError(f"invalid must be 'raise' or 'fallback', got {invalid!r}")
         self.mm, self.action_space, self.prompt, self.invalid = mm, action_space, prompt, invalid
@@ -44,9 +49,10 @@ class Agent:
         elif not isinstance(action_space, gym.spaces.Box):
             raise TypeError(f"Agent supports Discrete and Box action spaces, got {action_space}")
         self.max_new_tokens = max_new_tokens
+        self.deploy, self.dtype = deploy, dtype
 
     @classmethod
-    def for_env(cls, mm: MMLLM, env: gym.Env, **kwargs) -> "Agent":
+    def for_env(cls, mm: MMLLM, env: gym.Env, **kwargs) -> Agent:
         """Read the action space and names from an environment and the modalities both sides share."""
         unwrapped = env.unwrapped
         shared = [m for m in mm.modalities if m in getattr(unwrapped, "modality_specs", {})]
@@ -66,10 +72,12 @@ class Agent:
 
     @torch.no_grad()
     def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
-        self.mm.eval()
+        if self.mm.training:  # eval() walks every module: only when needed
+            self.mm.eval()
         examples = self.examples(obs)
         if self.discrete:
-            scores = self.mm.score(examples, self.action_names)  # (B, K)
+            scorer = self.mm.scorer(merge=True, dtype=self.dtype) if self.deploy else self.mm
+            scores = scorer.score(examples, self.action_names)  # (B, K)
             return scores.argmax(-1).cpu().numpy().astype(np.int64)
         texts = self.mm.generate(examples, max_new_tokens=self.max_new_tokens)
         return np.stack([self.continuous_or_fallback(t) for t in texts])

@@ -33,9 +33,10 @@ import ipaddress
 import logging
 import signal
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -90,7 +91,10 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def agent_policy(agent) -> Policy:
-    """A `graft.agent.policy.Agent` as a server policy (batched obs -> (B, *action_shape))."""
+    """A `graft.agent.policy.Agent` as a server policy (batched obs -> (B, *action_shape)). A served
+    agent only acts, so it scores on merged adapters (`deploy`, agent/fast_path.py)."""
+    agent.deploy = True
+
     def policy(obs: Mapping[str, Any]) -> np.ndarray:
         return np.asarray(agent(obs, {}))
     return policy

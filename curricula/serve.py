@@ -48,7 +48,11 @@ def build_agent(cfg, env) -> tuple[Agent, dict[str, Any]]:
                              f"{checkpoint!r} has no graft.json")
         mm = load_mmllm(folder)
         versions = json.loads((folder / "graft.json").read_text()).get("versions", {})
-    agent = Agent.for_env(mm, env, invalid=str(cfg.invalid), max_new_tokens=int(cfg.max_new_tokens))
+    dtype = cfg.get("dtype") or None
+    if dtype not in (None, "float32", "bfloat16"):
+        raise ValueError(f"serve dtype must be float32 or bfloat16, got {dtype!r}")
+    agent = Agent.for_env(mm, env, invalid=str(cfg.invalid), max_new_tokens=int(cfg.max_new_tokens),
+                          dtype=getattr(torch, dtype) if dtype else None)
     if not agent.modalities:
         specs = list(getattr(env.unwrapped, "modality_specs", {}))
         raise ValueError(f"the agent reads none of the env's modalities: it has {list(mm.modalities)}, "

@@ -212,3 +212,26 @@ def test_an_oversized_message_closes_only_that_connection(main_uri, token):
         assert closed.value.rcvd.code == 1009
     with PolicyClient(main_uri, token=token) as client:
         assert client.ping() < 1000 and client.stats()["oversized"] >= 1
+
+
+def test_serve_dtype_picks_the_deployment_precision_and_refuses_others(compose, babyai_obs):
+    import torch
+    from graft.agent.serve import agent_policy
+    from graft.curricula.serve import build_agent
+    from graft.envs.rollout import load_env_config, make_env_factory
+
+    env = make_env_factory(load_env_config("babyai_goto"))()
+    try:
+        agent, _ = build_agent(compose("serve", ["dtype=bfloat16"]), env)
+        assert agent.dtype is torch.bfloat16
+        rng = np.random.default_rng(0)
+        singles = [babyai_obs(rng, i) for i in range(3)]
+        batch = {k: [o[k] for o in singles] if k == "mission" else np.stack([o[k] for o in singles]) for k in singles[0]}
+        actions = agent_policy(agent)(batch)  # what the server calls: the merged deployment copy
+        assert len(actions) == 3 and agent.deploy
+        assert (True, torch.bfloat16) in agent.mm.__dict__["_scorers"]
+        assert all(env.action_space.contains(int(a)) for a in actions)
+        with pytest.raises(ValueError, match="float32 or bfloat16"):
+            build_agent(compose("serve", ["dtype=float16"]), env)
+    finally:
+        env.close()
