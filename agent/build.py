@@ -14,6 +14,7 @@ Checkpoint folder:
     adapters/<name>/         peft format: PeftModel.from_pretrained(base, "adapters/<name>")
     modalities/<name>.safetensors, projectors/<name>.safetensors
     outputs/<name>.safetensors   output modalities: signal embeddings + output projector
+    generators/<name>/           their generators (`save_pretrained`), when given: load_generators
 The folder is written under a temporary name and renamed into place, so a kill never leaves a
 half-written checkpoint behind.
 """
@@ -110,8 +111,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def save_mmllm(mm: MMLLM, folder: str | Path) -> Path:
+def save_mmllm(mm: MMLLM, folder: str | Path, generators: Mapping[str, Any] | None = None) -> Path:
+    """Write `mm` (and the generators of its output modalities, by output name) to `folder`."""
     folder = Path(folder)
+    unknown = [n for n in (generators or {}) if n not in mm.outputs]
+    if unknown:
+        raise ValueError(f"generators {unknown} belong to no grafted output modality (outputs: {list(mm.outputs)})")
 
     def write(tmp: Path) -> None:
         meta = dict(mm.build_config, format_version=FORMAT_VERSION, adapters=list(mm.bank.names),
@@ -126,6 +131,8 @@ def save_mmllm(mm: MMLLM, folder: str | Path) -> Path:
             (tmp / sub).mkdir()
             for name, module in modules.items():
                 save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / sub / f"{name}.safetensors")
+        for name, generator in (generators or {}).items():
+            generator.save_pretrained(tmp / "generators" / name)
         (tmp / "graft.json").write_text(json.dumps(meta, indent=2))
 
     write_dir_atomic(write, folder)
@@ -140,6 +147,14 @@ def _untie(tensors: dict) -> dict:
         out[k] = v.clone() if key in seen else v
         seen[key] = k
     return out
+
+
+def load_generators(folder: str | Path) -> dict[str, Any]:
+    """The generators saved with an MM-LLM (`save_mmllm(..., generators=)`), by output name."""
+    from graft.agent.generators import load_generator
+
+    root = Path(folder) / "generators"
+    return {p.name: load_generator(p) for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
 
 
 def load_mmllm(folder: str | Path) -> MMLLM:

@@ -2,8 +2,9 @@
 
 A checkpoint folder holds
     state.json          where the run is (stage, phase, step), results so far, optimiser scalars
-    tensors.safetensors every parameter that ever trains (projectors, LoRA), AdamW moments,
-                        plugin state (EWC Fisher/anchors, LwF teacher)
+    tensors.safetensors every parameter that ever trains (projectors, LoRA, output heads, the
+                        denoisers of output stages' generators as `generators.<name>.*`),
+                        AdamW moments, plugin state (EWC Fisher/anchors, LwF teacher)
     memory.sqlite       a snapshot of the replay store (SQLite backup API)
 and is written under a temporary name and renamed into place, so a SIGKILL at any moment leaves
 either the previous checkpoint or the new one. Nothing is pickled.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,26 @@ from safetensors.torch import load_file, save_file
 from graft.envs.atomic import write_dir_atomic
 
 
-def learnable_state(mm) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous() for n, p in mm.named_parameters()
-            if "lora_" in n or n.startswith(("projectors.", "outputs."))}
+def named_parameters(mm, generators: Mapping[str, Any] | None = None) -> dict[str, torch.nn.Parameter]:
+    """The MM-LLM's parameters plus each output generator's denoiser as `generators.<name>.<param>`
+    (its frozen encoders and VAE are rebuilt from the seed and never change)."""
+    named = dict(mm.named_parameters())
+    for name, gen in (generators or {}).items():
+        named.update({f"generators.{name}.{n}": p for n, p in gen.denoiser.named_parameters()})
+    return named
 
 
-def optimizer_tensors(mm, optimizer: torch.optim.Optimizer | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def learnable_state(mm, generators: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous() for n, p in named_parameters(mm, generators).items()
+            if "lora_" in n or n.startswith(("projectors.", "outputs.", "generators."))}
+
+
+def optimizer_tensors(mm, optimizer: torch.optim.Optimizer | None,
+                      generators: Mapping[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """AdamW state keyed by parameter name (tensors) plus its scalar hyper-parameters (JSON)."""
     if optimizer is None:
         return {}, {}
-    name_of = {id(p): n for n, p in mm.named_parameters()}
+    name_of = {id(p): n for n, p in named_parameters(mm, generators).items()}
     tensors, scalars = {}, {"param_names": [], "hyper": {}}
     for group in optimizer.param_groups:
         scalars["hyper"] = {k: v for k, v in group.items() if k != "params" and isinstance(v, (int, float, bool))}
@@ -42,18 +54,20 @@ def optimizer_tensors(mm, optimizer: torch.optim.Optimizer | None) -> tuple[dict
     return tensors, scalars
 
 
-def load_optimizer(mm, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(mm.named_parameters())
+def load_optimizer(mm, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                   generators: Mapping[str, Any] | None = None) -> None:
+    params = named_parameters(mm, generators)
     for key, value in tensors.items():
         if key.startswith("optim/"):
             _, state_key, name = key.split("/", 2)
             optimizer.state[params[name]][state_key] = value.clone()
 
 
-def save_checkpoint(folder: Path, mm, optimizer, plugins, memory, state: dict) -> None:
+def save_checkpoint(folder: Path, mm, optimizer, plugins, memory, state: dict,
+                    generators: Mapping[str, Any] | None = None) -> None:
     def write(tmp: Path) -> None:
-        tensors = {f"param/{n}": t for n, t in learnable_state(mm).items()}
-        opt_tensors, opt_scalars = optimizer_tensors(mm, optimizer)
+        tensors = {f"param/{n}": t for n, t in learnable_state(mm, generators).items()}
+        opt_tensors, opt_scalars = optimizer_tensors(mm, optimizer, generators)
         tensors.update(opt_tensors)
         for i, plugin in enumerate(plugins):
             tensors.update({f"plugin/{i}/{k}": v.contiguous() for k, v in plugin.tensors().items()})
@@ -71,8 +85,8 @@ def read_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None
     return json.loads((folder / "state.json").read_text()), load_file(folder / "tensors.safetensors")
 
 
-def restore(mm, plugins, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(mm.named_parameters())
+def restore(mm, plugins, tensors: dict[str, torch.Tensor], generators: Mapping[str, Any] | None = None) -> None:
+    params = named_parameters(mm, generators)
     with torch.no_grad():
         for key, value in tensors.items():
             if key.startswith("param/"):

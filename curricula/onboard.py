@@ -6,7 +6,8 @@ Run folder:
     data/<curriculum>/       generated env data (Parquet), reused on resume
     baseline.json            untrained scores per stage (FWT's reference)
     <method>/checkpoint/     the method's latest training checkpoint; <method>/replay.sqlite its memory
-    <method>/agent/          the trained agent (save_mmllm): `graft serve checkpoint=` / `graft rollout policy=`
+    <method>/agent/          the trained agent (save_mmllm): `graft serve checkpoint=` / `graft rollout policy=`;
+                             output stages' generators under agent/generators/<name>/ (load_generators)
     tb/                      TensorBoard event files
     report.json, report.md, plots/*.png
 """
@@ -21,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from graft.agent.runtime import configure_threads
+from graft.curricula import output_run
 from graft.curricula.config import run_dir as make_run_dir
 from graft.curricula.evaluate import accuracy
 from graft.curricula.stages import build_stages, stream
@@ -45,6 +47,9 @@ def baseline_scores(cfg, stages, out: Path) -> list[float]:
         return json.loads(path.read_text())["scores"]
     scores = []
     for stage in stages:
+        if stage.kind == "output":  # its inputs and the output, untrained
+            scores.append(output_run.baseline_score(cfg, stages, stage, graft_stage))
+            continue
         mm = build_agent(cfg)
         graft_stage(mm, cfg, stage, None)
         scores.append(accuracy(mm, stage.test))

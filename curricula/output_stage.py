@@ -7,7 +7,9 @@ Records (plain dicts) pair a prompt + observations with a target:
 
 `train_output_stage(mm, name, generator, records, steps, ...)` trains the output head, the output's
 LoRA adapter and the generator's denoiser (agent/output_trainer.py) on batches drawn by a generator
-seeded with (seed, step), so a run is reproducible. `evaluate_output(mm, name, generator, records)`
+seeded with (seed, step), with diffusion noise and timesteps seeded by (seed, step) too, so a run is
+reproducible and a run resumed at step k (`first_step=k`, the trainer's optimiser state restored)
+takes exactly the steps the uninterrupted run would have. `evaluate_output(mm, name, generator, records)`
 generates every target through the agent path and scores it:
 
     images   mse (pixels in [0, 1], at the generator's size), psnr (dB)
@@ -66,25 +68,33 @@ def train_output_stage(mm: MMLLM, name: str, generator: Generator, records: Sequ
                        batch_size: int = 16, lr: float = 1e-3, generator_lr: float | None = None,
                        align_weight: float = 1.0, stage: str = "it", seed: int = 0, progress: bool = False,
                        mix: Callable[[np.random.Generator], Sequence[Example]] | None = None,
-                       text_weight: float = 1.0) -> dict:
+                       text_weight: float = 1.0, trainer: OutputTrainer | None = None, first_step: int = 0,
+                       after_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train output `name` (head + LoRA for stage "it") and the generator's denoiser on `records`.
 
     `mix(rng)`, if given, returns text examples (with responses: replay samples, text-only
     instructions) whose LM loss joins every step's loss, drawn with the step's seeded generator.
+    `trainer` (built here when None) lets a caller restore optimiser state before `first_step`;
+    `after_step(step, losses)` runs after every step (curves, checkpoints).
     """
     if not records:
         raise ValueError(f"output stage '{name}' has no training records")
-    trainer = OutputTrainer(mm, name, generator, stage=stage, lr=lr, generator_lr=generator_lr,
-                            align_weight=align_weight, text_weight=text_weight, seed=seed)
+    if trainer is None:
+        trainer = OutputTrainer(mm, name, generator, stage=stage, lr=lr, generator_lr=generator_lr,
+                                align_weight=align_weight, text_weight=text_weight, seed=seed)
     curve: dict[str, list[float]] = {}
     started = time.perf_counter()
-    for step in tqdm(range(int(steps)), desc=f"train {name}", leave=False, disable=not progress):
+    for step in tqdm(range(int(first_step), int(steps)), desc=f"train {name}", leave=False, disable=not progress):
         rng = np.random.default_rng([seed, step])
+        trainer.noise.manual_seed(int(np.random.SeedSequence([seed, step, 1]).generate_state(1)[0]))
         batch = [records[i] for i in rng.choice(len(records), batch_size, replace=len(records) < batch_size)]
         captions = [r["caption"] for r in batch] if all(r.get("caption") for r in batch) else None
         text = mix(rng) if mix is not None else None
-        for key, value in trainer.step(to_examples(batch), targets_of(batch), captions, text).items():
+        losses = trainer.step(to_examples(batch), targets_of(batch), captions, text)
+        for key, value in losses.items():
             curve.setdefault(key, []).append(round(value, 5))
+        if after_step is not None:
+            after_step(step, losses)
     mm.set_trainable(None)
     generator.denoiser.requires_grad_(False)  # everything frozen between stages, as set_trainable(None) does
     return {"steps": int(steps), "batch_size": batch_size, "seconds": round(time.perf_counter() - started, 2),

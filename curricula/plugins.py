@@ -15,6 +15,11 @@ The loop (curricula/strategy.py) calls, for every plugin in order:
   diagonal Fisher from squared gradients of the stage's loss.
 - LwFPlugin: learning without forgetting (Li & Hoiem 2017): distil the adapter's pre-stage
   next-token distributions into the training model on the new stage's data.
+
+Output stages (curricula/output_run.py) train through `train_output_stage`, not this loop: replay
+and text mix reach them through its `mix` callback; `compose` and `penalty` are not called, so
+EWC and LwF regularise text-loss stages only, and neither the replay memory nor EWC's Fisher takes
+anything from an output stage (its records have targets, not text answers).
 """
 from __future__ import annotations
 
@@ -48,6 +53,11 @@ def _replace_tail(batch: list[dict], extra: list[dict]) -> list[dict]:
     return batch[: len(batch) - len(extra)] + extra if extra else batch
 
 
+def _replace_head(batch: list[dict], extra: list[dict]) -> list[dict]:
+    # replay takes the head and text mix the tail, so with both on neither overwrites the other
+    return extra + batch[len(extra):] if extra else batch
+
+
 class ReplayPlugin(Plugin):
     """Replaces `stage.replay_ratio` of each IT batch by memory samples."""
 
@@ -58,10 +68,11 @@ class ReplayPlugin(Plugin):
         n = int(round(stage.replay_ratio * len(batch)))
         if phase != "it" or not n or not len(self.memory):
             return batch
-        return _replace_tail(batch, [dict(s) for s in self.memory.sample(n, rng, replace=n > len(self.memory))])
+        return _replace_head(batch, [dict(s) for s in self.memory.sample(n, rng, replace=n > len(self.memory))])
 
     def after_stage(self, run, stage) -> None:
-        self.memory.add(stage.name, stage.it)
+        if getattr(stage, "kind", None) != "output":
+            self.memory.add(stage.name, stage.it)
 
 
 class TextMixPlugin(Plugin):
@@ -84,6 +95,8 @@ class EWCPlugin(Plugin):
         self.anchor: dict[str, torch.Tensor] = {}
 
     def after_stage(self, run, stage) -> None:
+        if getattr(stage, "kind", None) == "output":
+            return
         params = run.mm.set_trainable(stage.name, "it")
         named = {n: p for n, p in run.mm.named_parameters() if p.requires_grad and "lora_" in n}
         fisher = {n: torch.zeros_like(p) for n, p in named.items()}

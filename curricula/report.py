@@ -4,6 +4,8 @@
 under "methods": accuracy matrix R, metrics, text scores, gate decisions, loss curves, ...) and
 writes it for a machine (json), a person (Markdown with embedded plots) and a terminal
 (`comparison_table`). Missing values (None or NaN) print as "–" and are left out of plots.
+Output stages (goal images, action chunks) add an "Output modalities" table per method: each
+generation metric untrained (right after grafting), trained (after its own stage) and final.
 Every file is written atomically; the plots folder is swapped in as a whole. Figures are plain
 `matplotlib.figure.Figure`s (Agg canvas, never registered with pyplot), so nothing is left open
 and the caller's backend is untouched.
@@ -23,6 +25,9 @@ DASH = "–"
 COLUMNS = [("avg acc", "avg_acc"), ("BWT", "bwt"), ("FWT", "fwt"), ("forgetting", "forgetting"),
            ("text retention", "text_retention"), ("success rate", "success_rate"), ("seconds", "seconds")]
 TEXT_MIXING_PAIR = ("graft", "replay")
+OUTPUT_METRICS = [("score", "score"), ("MSE", "mse"), ("PSNR (dB)", "psnr"), ("L2 to expert", "l2"),
+                  ("success rate", "success_rate"), ("ms / sample", "seconds_per_sample"),
+                  ("ms / chunk (rollout)", "seconds_per_chunk")]
 DPI = 100
 
 
@@ -79,7 +84,33 @@ def comparison_table(report: dict) -> str:
     def line(cells):
         return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths)))
 
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+    out = [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+    outputs = output_rows(report.get("methods", {}))
+    if outputs:
+        head = ["method", "output", "metric", "untrained", "trained", "final"]
+        w = [max(len(r[c]) for r in [head] + outputs) for c in range(len(head))]
+        out += ["", "  ".join(c.ljust(x) if k < 3 else c.rjust(x) for k, (c, x) in enumerate(zip(head, w)))]
+        out += ["  ".join(c.ljust(x) if k < 3 else c.rjust(x) for k, (c, x) in enumerate(zip(r, w))) for r in outputs]
+    return "\n".join(out)
+
+
+def output_cell(metrics: dict | None, key: str) -> str:
+    value = (metrics or {}).get(key)
+    if value is not None and key.startswith("seconds_per"):
+        return fmt(1000 * value, 1)
+    return fmt(value, 2 if key == "psnr" else 4 if key == "mse" else 3)
+
+
+def output_rows(methods: dict) -> list[list[str]]:
+    """[method, output, metric, untrained, trained, final] for every output stage's metrics."""
+    rows = []
+    for name, m in methods.items():
+        for output, entry in (m.get("outputs") or {}).items():
+            phases = [entry.get("untrained"), entry.get("trained"), entry.get("final")]
+            for label, key in OUTPUT_METRICS:
+                if any((p or {}).get(key) is not None for p in phases):
+                    rows.append([name, output, label] + [output_cell(p, key) for p in phases])
+    return rows
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -111,6 +142,12 @@ def md_method(name: str, m: dict) -> list[str]:
     if m.get("gate"):
         out += ["**Gate**", ""] + [f"- {g.get('stage')}: **{g.get('decision')}** — {g.get('reason', '')}"
                                     for g in m["gate"]] + [""]
+    outputs = output_rows({name: m})
+    if outputs:
+        title = ("**Output modalities** (untrained: right after grafting; trained: after its own stage; "
+                 "final: after the last stage)")
+        out += [title, ""]
+        out += md_table(["output", "metric", "untrained", "trained", "final"], [r[1:] for r in outputs]) + [""]
     params = m.get("trainable_params") or {}
     if params:
         keys = list(dict.fromkeys(k for p in params.values() for k in p))

@@ -1,11 +1,20 @@
 """Curriculum stages and their data, as an avalanche stream of experiences.
 
-A curriculum (configs/curriculum/<name>.yaml) is an ordered list of stages. Each stage grafts
-one modality (or, with `modality: null`, trains text-only skills) and names its budgets:
-PT and IT steps, batch size, learning rate, replay size and ratio, text-mix ratio. Its data come
-from `graft.envs.datagen` (captions for PT; questions and demonstrations for IT and test) or
-from `graft.envs.text_tasks` (text stage and the text-mix pool). Generated data are cached in
-the run folder, so a resumed run reads exactly the same samples.
+A curriculum (configs/curriculum/<name>.yaml) is an ordered list of stages of three kinds:
+
+    {name: grid, modality: grid}                        input: graft a sensor modality (PT + IT)
+    {name: text, modality: null}                        text: text-only skills (IT)
+    {name: goal_image, output: goal_image, generator: image, inputs: [rgb]}
+                                                        output: graft an output modality (one phase)
+
+Each stage names its budgets: PT and IT steps, batch size, learning rate, replay size and ratio,
+text-mix ratio. Input and text data come from `graft.envs.datagen` (captions for PT; questions
+and demonstrations for IT and test) or from `graft.envs.text_tasks` (text stage and the text-mix
+pool). Generated data are cached in the run folder, so a resumed run reads exactly the same
+samples. Output stages read solved expert episodes (`graft.envs.trajectories`, deterministic in
+the curriculum's `expert` seed): goal views or expert action chunks, built by
+curricula/output_run.py; they train for `it_steps` steps and read input modalities grafted by
+earlier stages.
 
 `stream(stages)` turns the stages' training sets into avalanche experiences
 (`benchmark_from_datasets`); the strategy walks `train_stream` in order.
@@ -33,6 +42,11 @@ class Stage:
     pt: list[dict] = field(default_factory=list)  # caption records (MM PT)
     it: list[dict] = field(default_factory=list)  # instruction + demonstration records (MM IT)
     test: list[dict] = field(default_factory=list)
+    output: dict | None = None  # output stages: {name, generator (config), inputs, fit_actions, rollout}
+
+    @property
+    def kind(self) -> str:
+        return "output" if self.output is not None else "text" if self.modality is None else "input"
 
     def __getattr__(self, key: str) -> Any:
         if key in STAGE_KEYS:
@@ -105,16 +119,23 @@ def build_stages(cfg, env_cfg: Mapping, run_dir: Path, skip_text: bool = False):
     stages = []
     for spec in cur.stages:
         spec = OmegaConf.to_container(spec, resolve=True)
-        if spec.get("modality") is None and skip_text:
+        if spec.get("modality") is None and spec.get("output") is None and skip_text:
             continue
         settings = {k: spec.get(k, defaults[k]) for k in STAGE_KEYS}
+        if spec.get("output") is not None:
+            settings["pt_steps"] = 0  # an output stage trains in one phase (head + LoRA + denoiser)
         for k in ("pt_steps", "it_steps"):
             settings[k] = max(1, int(round(settings[k] * float(cfg.get("steps_scale", 1.0))))) if settings[k] else 0
-        if spec.get("modality") is not None and spec["name"] != spec["modality"]:
-            raise ValueError(f"stage '{spec['name']}' grafts modality '{spec['modality']}': a modality stage is "
-                             f"named after its modality")
+        grafted = spec.get("modality") or spec.get("output")
+        if grafted is not None and spec["name"] != grafted:
+            raise ValueError(f"stage '{spec['name']}' grafts '{grafted}': a modality or output stage is "
+                             f"named after what it grafts")
         stage = Stage(len(stages), spec["name"], spec.get("modality"), settings)
-        if stage.modality is None:
+        if spec.get("output") is not None:
+            from graft.curricula.output_run import output_stage_data
+
+            output_stage_data(stage, spec, cfg, env_cfg, stages, cap)
+        elif stage.modality is None:
             stage.it, stage.test = text["train"], text["test"][:cap]
         else:
             mine = lambda rows, kinds: [r for r in rows if r["modalities"] == [stage.modality] and r["kind"] in kinds]  # noqa: E731

@@ -5,7 +5,9 @@
 experiences, with plugins for replay, text mixing, EWC and LwF (curricula/plugins.py) — over an
 MM-LLM instead of a classifier. Every batch is drawn from a generator seeded by
 (seed, stage, phase, step), so a run resumed from a checkpoint draws exactly the batches the
-uninterrupted run would have. Under `accelerate launch` each rank trains on its slice of every
+uninterrupted run would have. Output stages (goal images, action chunks) graft, train and score
+through curricula/output_run.py; their generators live in `self.generators` and ride along in
+checkpoints and the saved agent. Under `accelerate launch` each rank trains on its slice of every
 batch and gradients are averaged across ranks (the DDP rule) before the optimiser step.
 """
 from __future__ import annotations
@@ -24,9 +26,10 @@ from graft.agent.build import graft_modality, graft_task, save_mmllm
 from graft.agent.mmllm import MMLLM
 from graft.agent.training import trainable_report
 from graft.curricula import checkpoint as ckpt
+from graft.curricula import output_run
 from graft.curricula.evaluate import accuracy, evaluate_row, mean_or_none
 from graft.curricula.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
-from graft.curricula.plugins import build_plugins
+from graft.curricula.plugins import LwFPlugin, build_plugins
 from graft.curricula.stages import Stage, to_example
 
 PHASES = ("pt", "it")
@@ -41,8 +44,11 @@ def build_agent(cfg, routing: str | None = None) -> MMLLM:
     return mm
 
 
-def graft_stage(mm: MMLLM, cfg, stage: Stage, shared: str | None) -> None:
+def graft_stage(mm: MMLLM, cfg, stage: Stage, shared: str | None):
+    """Graft the stage onto `mm`; returns the output stage's generator (None for other stages)."""
     torch.manual_seed(int(cfg.seed) * 1000 + stage.index)  # the same init whether resumed or not
+    if stage.kind == "output":
+        return output_run.graft_output_stage(mm, stage, shared)
     if stage.modality is None:
         graft_task(mm, stage.name, adapter=shared)
     else:
@@ -72,11 +78,13 @@ class MethodRun:
         ckpt.restore_memory_file(out / "checkpoint", out / "replay.sqlite")  # the store as of the checkpoint
         self.memory = memory_factory(out / "replay.sqlite") if self.method.get("replay") else None
         self.mm = build_agent(cfg, self.method.get("routing"))
+        self.generators: dict[str, Any] = {}  # output stage name -> its generator
         self.plugins = build_plugins(self.method, self.memory, text["train"])
+        self.packing = bool(cfg.get("packing", True))  # bench/train_throughput.py turns it off for its "graft" row
         self.results: dict[str, Any] = {
             "stages": [s.name for s in stages], "acc_matrix": [], "pre_scores": [], "baseline": list(baseline),
             "text_scores": [], "text_before": None, "success_matrix": [], "gate": [], "loss_curves": {},
-            "trainable_params": {}, "notes": [], "seconds": 0.0,
+            "trainable_params": {}, "notes": [], "seconds": 0.0, "outputs": {},
         }
         self.optimizer: torch.optim.Optimizer | None = None
         self.started = time.perf_counter()
@@ -88,7 +96,7 @@ class MethodRun:
         extra = {f"start/{k}": v for k, v in (start or {}).items()}
         plugins = list(self.plugins) + ([_Tensors(extra)] if extra else [])
         ckpt.save_checkpoint(self.out / "checkpoint", self.mm, self.optimizer if phase != "done" else None,
-                             plugins, self.memory, state)
+                             plugins, self.memory, state, self.generators)
 
     def elapsed(self) -> float:
         return self.results["seconds"] + time.perf_counter() - self.started
@@ -100,14 +108,19 @@ class MethodRun:
         state, tensors = found
         self.results = state["results"]
         for stage in self.stages[: state["stage"] + 1]:
-            graft_stage(self.mm, self.cfg, stage, self.shared)
-        ckpt.restore(self.mm, self.plugins, tensors)
+            self.graft(stage)
+        ckpt.restore(self.mm, self.plugins, tensors, self.generators)
         start = {k[len(f"plugin/{len(self.plugins)}/start/"):]: v for k, v in tensors.items()
                  if k.startswith(f"plugin/{len(self.plugins)}/start/")}
         self._resume_optimizer = {k: v for k, v in tensors.items() if k.startswith("optim/")}
         if state["phase"] == "done":
             return state["stage"] + 1, "new", 0, None
         return state["stage"], state["phase"], state["step"], start
+
+    def graft(self, stage: Stage) -> None:
+        generator = graft_stage(self.mm, self.cfg, stage, self.shared)
+        if generator is not None:
+            self.generators[stage.name] = generator
 
     # ---- training ---------------------------------------------------------------------------------
     def draw(self, stage: Stage, phase: str, step: int) -> list[dict]:
@@ -122,17 +135,22 @@ class MethodRun:
         params = self.mm.set_trainable(names, phase)
         self.optimizer = torch.optim.AdamW(params, lr=float(stage.lr))
         if first_step and getattr(self, "_resume_optimizer", None):
-            ckpt.load_optimizer(self.mm, self.optimizer, self._resume_optimizer)
+            ckpt.load_optimizer(self.mm, self.optimizer, self._resume_optimizer, self.generators)
         self._resume_optimizer = None
         curve = self.results["loss_curves"].setdefault(stage.name, {}).setdefault(phase, [])
         del curve[first_step:]
         every = int(self.cfg.checkpoint_every)
         bar = tqdm(range(first_step, steps), desc=f"{self.name}:{stage.name}:{phase}", leave=False,
                    disable=not self.cfg.progress or self.rank > 0)
+        # Padding-free rows and LM-head logits only at labelled positions (agent/packing.py): the same
+        # loss, fewer FLOPs. LwF distils full-position logits, so it keeps the padded layout.
+        fast = self.packing and not any(isinstance(p, LwFPlugin) for p in self.plugins)
+        self.mm.train()  # walks every module: once per phase, then only if something switched it off
         for step in bar:
-            self.mm.train()
+            if not self.mm.training:
+                self.mm.train()
             examples = [to_example(r) for r in self.draw(stage, phase, step)]
-            output = self.mm(examples)
+            output = self.mm(examples, pack="auto" if fast else False, logits_at="labels" if fast else "all")
             loss = output.loss
             for plugin in self.plugins:
                 extra = plugin.penalty(self, examples, output)
@@ -166,10 +184,12 @@ class MethodRun:
     # ---- the curriculum ---------------------------------------------------------------------------
     def evaluate(self, upto: int) -> dict:
         return evaluate_row(self.mm, self.stages, upto, self.text["test"], self.cfg.curriculum.eval,
-                            self.env_cfg, self.action_names, self.seed)
+                            self.env_cfg, self.action_names, self.seed, self.generators)
 
     def record(self, i: int, row: dict) -> None:
         T = len(self.stages)
+        for name, metrics in row.get("outputs", {}).items():
+            self.results["outputs"].setdefault(name, {}).setdefault("after", {})[self.stages[i].name] = metrics
         self.results["acc_matrix"] = self.results["acc_matrix"][:i] + [row["acc"] + [None] * (T - i - 1)]
         self.results["success_matrix"] = self.results["success_matrix"][:i] + [row["success"] + [None] * (T - i - 1)]
         self.results["text_scores"] = self.results["text_scores"][:i] + [row["text"]]
@@ -178,7 +198,7 @@ class MethodRun:
         if self.method.get("joint"):
             return self.run_joint()
         first, phase0, step0, self._start = self.resume()
-        if first == 0 and phase0 == "new" and not any(s.modality is None for s in self.stages):
+        if first == 0 and phase0 == "new" and not any(s.kind == "text" for s in self.stages):
             self.results["text_before"] = accuracy(self.mm, self.text["test"])  # pretrained: before any graft
         for experience in self.benchmark.train_stream:  # avalanche experiences, one per stage
             i = experience.current_experience
@@ -186,12 +206,14 @@ class MethodRun:
             if i < first:
                 continue
             if phase0 == "new":
-                graft_stage(self.mm, self.cfg, stage, self.shared)
-                self.results["pre_scores"] = self.results["pre_scores"][:i] + [accuracy(self.mm, stage.test, self.action_names)]
-                self._start = {n: t.clone() for n, t in ckpt.learnable_state(self.mm).items()}
+                self.graft(stage)
+                self.results["pre_scores"] = self.results["pre_scores"][:i] + [self.pre_score(stage)]
+                self._start = {n: t.clone() for n, t in ckpt.learnable_state(self.mm, self.generators).items()}
                 for plugin in self.plugins:
                     plugin.before_stage(self, stage)
-            for phase in PHASES:
+            if stage.kind == "output":
+                output_run.train_stage(self, stage, self.generators[stage.name], step0 if phase0 == "it" else 0)
+            for phase in (PHASES if stage.kind != "output" else ()):
                 steps = stage.pt_steps if phase == "pt" and stage.pt else stage.it_steps if phase == "it" else 0
                 if phase0 not in ("new", phase) or not steps:
                     continue
@@ -199,7 +221,7 @@ class MethodRun:
                 phase0 = "new"
             phase0, step0 = "new", 0
             self.record(i, self.evaluate(i))
-            if stage.modality is None and self.results["text_before"] is None:
+            if stage.kind == "text" and self.results["text_before"] is None:
                 self.results["text_before"] = self.results["text_scores"][i]
             self.gate(stage)
             for plugin in self.plugins:
@@ -207,6 +229,15 @@ class MethodRun:
             self.results["trainable_params"] = trainable_report(self.mm)
             self.save(i, "done", 0)
         return self.finish()
+
+    def pre_score(self, stage: Stage) -> float:
+        """The stage's score right after grafting, before training (FWT's R[j-1][j])."""
+        if stage.kind != "output":
+            return accuracy(self.mm, stage.test, self.action_names)
+        metrics = output_run.evaluate_stage(self.mm, stage, self.generators[stage.name], self.cfg.curriculum.eval,
+                                            self.env_cfg, self.seed)
+        self.results["outputs"][stage.name] = {"kind": stage.output["kind"], "untrained": metrics, "after": {}}
+        return metrics["score"]
 
     def gate(self, stage: Stage) -> None:
         budget, i = self.method.get("gate"), stage.index
@@ -223,7 +254,7 @@ class MethodRun:
         decision = "promoted" if ok_forget and ok_text else "rolled_back"
         if decision == "rolled_back":  # back to the stage's starting weights: the graft learns nothing
             with torch.no_grad():
-                params = dict(self.mm.named_parameters())
+                params = ckpt.named_parameters(self.mm, self.generators)
                 for n, t in self._start.items():
                     params[n].copy_(t)
             self.record(i, self.evaluate(i))
@@ -237,18 +268,25 @@ class MethodRun:
             self.results = done[0]["results"]
             return self.results
         for stage in self.stages:
-            graft_stage(self.mm, self.cfg, stage, self.shared)
+            self.graft(stage)
         self._start = None
         for stage in self.stages:
             if stage.pt and stage.pt_steps:
                 self.train_phase(stage, "pt", int(stage.pt_steps), 0, stage.name)
-        union = Stage(0, "joint", None, {**self.stages[-1].settings,
-                                        "it_steps": sum(int(s.it_steps) for s in self.stages), "text_mix": 0.0},
-                      it=[r for s in self.stages for r in s.it])
-        names = [s.name for s in self.stages]
-        self.train_phase(union, "it", int(union.it_steps), 0, names)
+        lm = [s for s in self.stages if s.kind != "output"]
+        union = Stage(0, "joint", None, {**lm[-1].settings, "it_steps": sum(int(s.it_steps) for s in lm), "text_mix": 0.0},
+                      it=[r for s in lm for r in s.it])
+        self.train_phase(union, "it", int(union.it_steps), 0, [s.name for s in lm])
+        for stage in self.stages:  # output stages train after the union (their loss is not a text loss)
+            if stage.kind == "output":
+                self.results["outputs"][stage.name] = {"kind": stage.output["kind"], "after": {}}
+                output_run.train_stage(self, stage, self.generators[stage.name])
+                self.results["notes"].append(f"joint trains output stage '{stage.name}' after the union of the "
+                                             f"text-loss stages")
         T = len(self.stages)
         row = self.evaluate(T - 1)
+        for name, metrics in row.get("outputs", {}).items():
+            self.results["outputs"][name]["after"][self.stages[-1].name] = metrics
         self.results["acc_matrix"] = [[None] * T for _ in range(T - 1)] + [row["acc"]]
         self.results["success_matrix"] = [[None] * T for _ in range(T - 1)] + [row["success"]]
         self.results["text_scores"] = [None] * (T - 1) + [row["text"]]
@@ -272,8 +310,9 @@ class MethodRun:
         r["text_retention"] = text[-1] / before if before and text else None
         r["success_rate"] = mean_or_none(r["success_matrix"][-1]) if r["success_matrix"] else None
         r["seconds"] = round(self.elapsed(), 1)
+        r["outputs"] = output_run.summarize(r.get("outputs") or {}, [s.name for s in self.stages])
         if self.rank == 0:  # the trained agent, loadable by `graft serve` / `graft rollout policy=`
-            save_mmllm(self.mm, self.out / "agent")
+            save_mmllm(self.mm, self.out / "agent", generators=self.generators)
             r["agent"] = str(self.out / "agent")
         return r
 

@@ -40,6 +40,18 @@ def test_replay_mixes_memory_after_a_stage_was_added(tmp_path):
     memory.close()
 
 
+def test_replay_and_text_mix_together_keep_both_shares(tmp_path):
+    memory = ReplayMemory("reservoir", max_size=16, store_path=tmp_path / "m.sqlite", seed=0)
+    pool = [{"prompt": "say hi", "response": "hi", "modalities": [], "kind": "text"}]
+    replay, mix, s, rng = ReplayPlugin(memory), TextMixPlugin(pool), stage(text_mix=0.25), np.random.default_rng(0)
+    replay.after_stage(None, s)
+    fresh = [dict(r, response="new") for r in s.it[:8]]
+    batch = mix.compose(None, s, "it", replay.compose(None, s, "it", fresh, rng), rng)
+    kinds = ["text" if r["kind"] == "text" else "new" if r["response"] == "new" else "replay" for r in batch]
+    assert (kinds.count("replay"), kinds.count("text"), kinds.count("new")) == (2, 2, 4)
+    memory.close()
+
+
 class _Run:
     def __init__(self, mm):
         self.mm, self.seed = mm, 0
