@@ -2,6 +2,9 @@
 
     OMP_NUM_THREADS=1 python bench/memory.py [n]
 
+`measure(n)` (called by `graft bench`) returns the figures as a dict, each beside the baseline a
+user would write instead: a reservoir over a plain Python list of the same records, in memory.
+
 Record: grid 7x7x3 uint8 + rgb 56x56x3 uint8 + short strings and ints (~9.6 KB of arrays).
 Reports insert latency (SampleStore.put_many and ReplayMemory.add, file and in-memory), sample
 latency (ReplayMemory.sample of 32 and 256), bytes per sample on disk and resident memory.
@@ -9,6 +12,7 @@ latency (ReplayMemory.sample of 32 and 256), bytes per sample on disk and reside
 from __future__ import annotations
 
 import ctypes
+import json
 import statistics
 import subprocess
 import sys
@@ -47,6 +51,56 @@ def timed(fn, repeats: int = 1) -> float:
     return statistics.median(times)
 
 
+class ListReservoir:
+    """The baseline: reservoir sampling over a Python list (in memory, not durable)."""
+
+    def __init__(self, max_size: int, seed: int = 0):
+        self.max_size, self.items, self.seen = max_size, [], 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, records: list[dict]) -> None:
+        for r in records:
+            self.seen += 1
+            if len(self.items) < self.max_size:
+                self.items.append(r)
+            else:
+                j = int(self.rng.integers(self.seen))
+                if j < self.max_size:
+                    self.items[j] = r
+
+    def sample(self, k: int) -> list[dict]:
+        return [self.items[i] for i in self.rng.choice(len(self.items), k, replace=False)]
+
+
+def measure(n: int = 10_000, sample_repeats: int = 30) -> dict:
+    """graft's ReplayMemory (file-backed SQLite, reservoir) against a list reservoir, at n samples:
+    insert us/sample, sample(32/256) ms, bytes per sample on disk and resident memory."""
+    from bench.common import interleaved
+
+    data = records(n)
+    raw = data[0]["grid"].nbytes + data[0]["rgb"].nbytes
+    out: dict = {"samples": n, "array_bytes_per_sample": raw}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "replay.sqlite"
+        memory = ReplayMemory("reservoir", max_size=n, store_path=path, seed=0)
+        base = ListReservoir(n)
+        out["insert_us"] = {"graft": timed(lambda: memory.add("grid", data)) / n * 1e6,
+                            "baseline": timed(lambda: base.add(data)) / n * 1e6}
+        for k in (32, 256):
+            variants = {"graft": lambda r, k=k: memory.sample(k, rng=r), "baseline": lambda r, k=k: base.sample(k)}
+            times = interleaved(variants, sample_repeats)
+            out[f"sample{k}_ms"] = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        memory.close()
+        size = sum(f.stat().st_size for f in Path(tmp).glob("replay.sqlite*"))
+        out["disk_bytes_per_sample"] = size / n
+        res = subprocess.run([sys.executable, __file__, "resident", str(path), str(n), "json"],
+                             capture_output=True, text=True, check=True)
+        out["resident_mb"] = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("insert_us", "sample32_ms", "sample256_ms", "resident_mb"):
+        out[key]["ratio"] = out[key]["graft"] / out[key]["baseline"]
+    return out
+
+
 def main(n: int = 10_000) -> None:
     data = records(n)
     print(f"{n} records, arrays {data[0]['grid'].nbytes + data[0]['rgb'].nbytes} B each")
@@ -78,9 +132,39 @@ def main(n: int = 10_000) -> None:
                 print(f"ReplayMemory.sample({k}) ({where}) median: {t * 1e3:.2f} ms")
             memory.close()
         # Resident memory, each in a fresh process so nothing else is counted.
-        for args in (["resident", str(Path(tmp) / "replay-file.sqlite")], ["resident", ":memory:", str(n)]):
+        for args in (["resident", str(Path(tmp) / "replay-file.sqlite"), str(n)], ["resident", ":memory:", str(n)]):
             out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
             print(out.stdout.strip())
+
+
+def resident_json(path: str, n: int) -> None:
+    """Resident memory (MB over the imports) of graft's buffer reopened from `path` and of a list
+    reservoir holding the same n records, in this fresh process; prints one JSON line."""
+    import gc
+
+    from graft.memory.replay import _avalanche
+    _avalanche()
+
+    def settled() -> float:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        return rss_mb()
+
+    base = settled()
+    memory = ReplayMemory("reservoir", max_size=n, store_path=path, seed=0)
+    memory.sample(256, rng=0)
+    graft = settled() - base
+    memory.close()
+    base = settled()
+    data = records(n)
+    reservoir = ListReservoir(n)
+    reservoir.add(data)
+    del data
+    reservoir.sample(256)
+    print(json.dumps({"graft": graft, "baseline": settled() - base}))
 
 
 def resident(path: str, n: int = 0) -> None:
@@ -97,7 +181,7 @@ def resident(path: str, n: int = 0) -> None:
         memory.add("grid", data)
         del data
     else:
-        memory = ReplayMemory("reservoir", max_size=10_000, store_path=path, seed=0)
+        memory = ReplayMemory("reservoir", max_size=n or 10_000, store_path=path, seed=0)
     gc.collect()
     try:  # hand freed heap back to the OS so RSS shows what is still held (glibc only)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -111,7 +195,9 @@ def resident(path: str, n: int = 0) -> None:
           f"({base:.0f} MB: torch + avalanche); SQLite database {pages * page / 1e6:.0f} MB")
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["resident"]:
+    if sys.argv[1:2] == ["resident"] and sys.argv[4:5] == ["json"]:
+        resident_json(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["resident"]:
         resident(sys.argv[2], *map(int, sys.argv[3:]))
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)

@@ -43,8 +43,9 @@ SMOLLM2_CKPT = Path("runs/bench/smollm2_grid_rgb")
 def start_server(*overrides: str, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     log = Path(tempfile.mkdtemp(prefix="serve-bench-")) / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "graft.curricula.cli", "serve", "port=0", *overrides],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+    with open(log, "w") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "graft.curricula.cli", "serve", "port=0", *overrides],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while True:
         found = re.search(r"listening on (ws://\S+)", log.read_text())
