@@ -5,6 +5,7 @@ prompt, the MM-LLM's signal-token features condition the action generator, and t
 `(H, A)` is queued; the policy then executes `execute` actions of it (`execute <= H`) and re-plans.
 Plans for several sub-envs are made in one batch. Actions are clipped to the action space.
 Works with `graft.envs.rollout.rollout` (`__call__(obs, infos)` and `reset(env_ids)`).
+`plan(obs)` is the stateless form for `graft serve`: every row gets a fresh chunk `(B, execute, A)`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 from graft.agent.generators.action import ActionGenerator
 from graft.agent.mmllm import MMLLM, Example
 from graft.agent.output_trainer import generate_output
@@ -72,6 +74,29 @@ class ChunkPolicy:
                 self.queues[i] = list(chunk[: self.execute])
         actions = np.stack([self.queues[i].pop(0) for i in range(n)])  # (n, A)
         return np.clip(actions, self.space.low, self.space.high).astype(self.space.dtype)
+
+    @property
+    def action_space(self) -> gym.spaces.Box:
+        return self.space
+
+    @torch.no_grad()
+    def plan(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """Stateless planning (a server's policy): one chunk per row of `obs`, its first `execute`
+        actions clipped to the action space → `(B, execute, A)`. The MM-LLM runs once for the batch;
+        each row's chunk is sampled from noise seeded by `seed` alone, so an answer depends on its
+        observation and the seed, not on the rows batched with it (row i is `generate_output` on
+        that row alone, up to float rounding of the batched forward)."""
+        rows = range(len(obs["mission"]))
+        if self.mm.training:  # eval() walks every module: only when needed
+            self.mm.eval()
+        started = time.perf_counter()
+        cond = self.mm.output_features(self.examples(obs, rows), self.output)  # (B, N, C)
+        chunks = np.concatenate([self.generator.generate(cond[i:i + 1], steps=self.sample_steps, seed=self.seed)
+                                 for i in rows])  # (B, H, A)
+        self.plan_seconds += time.perf_counter() - started
+        self.plans += 1
+        self.planned_chunks += len(rows)
+        return np.clip(chunks[:, : self.execute], self.space.low, self.space.high).astype(self.space.dtype)
 
     @property
     def seconds_per_chunk(self) -> float | None:
