@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from graft.envs.atomic import write_dir_atomic
+from graft.envs.atomic import recover_dir, write_dir_atomic
 
 
 def named_parameters(mm, generators: Mapping[str, Any] | None = None) -> dict[str, torch.nn.Parameter]:
@@ -80,7 +80,7 @@ def save_checkpoint(folder: Path, mm, optimizer, plugins, memory, state: dict,
 
 
 def read_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
-    if not (folder / "state.json").exists():
+    if not (recover_dir(folder) / "state.json").exists():
         return None
     return json.loads((folder / "state.json").read_text()), load_file(folder / "tensors.safetensors")
 
@@ -98,7 +98,7 @@ def restore(mm, plugins, tensors: dict[str, torch.Tensor], generators: Mapping[s
 
 def restore_memory_file(folder: Path, live_path: Path) -> None:
     """Put the checkpoint's replay snapshot back in place of the live store (before opening it)."""
-    snap = folder / "memory.sqlite"
+    snap = recover_dir(folder) / "memory.sqlite"
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(str(live_path) + suffix).unlink(missing_ok=True)
     if snap.exists():

@@ -21,6 +21,16 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2))
 
 
+def recover_dir(final: str | os.PathLike) -> Path:
+    """Undo a kill inside `write_dir_atomic`'s swap: with `final` gone and `.final.old` left, the old
+    folder is the last complete one and goes back in place. Call before reading `final`."""
+    final = Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    return final
+
+
 def write_dir_atomic(write: Callable[[Path], None], final: str | os.PathLike) -> Path:
     """Run `write(tmp_dir)`, then rename tmp_dir to `final` (replacing an older folder)."""
     final = Path(final)
