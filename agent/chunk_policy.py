@@ -85,14 +85,18 @@ class ChunkPolicy:
         actions clipped to the action space → `(B, execute, A)`. The MM-LLM runs once for the batch;
         each row's chunk is sampled from noise seeded by `seed` alone, so an answer depends on its
         observation and the seed, not on the rows batched with it (row i is `generate_output` on
-        that row alone, up to float rounding of the batched forward)."""
+        that row alone, up to float rounding of the batched forward); one batched denoising loop
+        for DDIM / DPM-Solver, row by row for DDPM."""
         rows = range(len(obs["mission"]))
         if self.mm.training:  # eval() walks every module: only when needed
             self.mm.eval()
         started = time.perf_counter()
         cond = self.mm.output_features(self.examples(obs, rows), self.output)  # (B, N, C)
-        chunks = np.concatenate([self.generator.generate(cond[i:i + 1], steps=self.sample_steps, seed=self.seed)
-                                 for i in rows])  # (B, H, A)
+        if self.generator.sampler == "ddpm":  # fresh noise every step: one row at a time
+            chunks = np.concatenate([self.generator.generate(cond[i:i + 1], steps=self.sample_steps, seed=self.seed)
+                                     for i in rows])  # (B, H, A)
+        else:  # one batched denoising loop, every row from the same seeded noise
+            chunks = self.generator.generate(cond, steps=self.sample_steps, seed=self.seed, shared_noise=True)
         self.plan_seconds += time.perf_counter() - started
         self.plans += 1
         self.planned_chunks += len(rows)

@@ -119,14 +119,21 @@ class Generator(nn.Module, ABC):
         return sched
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, steps: int | None = None, seed: int = 0) -> torch.Tensor:
-        """Denoise from seeded Gaussian noise in `steps` sampler steps → `(B, *sample_shape)`."""
+    def sample(self, cond: torch.Tensor, steps: int | None = None, seed: int = 0,
+               shared_noise: bool = False) -> torch.Tensor:
+        """Denoise from seeded Gaussian noise in `steps` sampler steps → `(B, *sample_shape)`.
+        `shared_noise`: every row starts from the noise row 0 would get alone, so a row's sample does
+        not depend on the rows batched with it (DDIM / DPM-Solver only: DDPM steps draw fresh noise)."""
         self.check_cond(cond)
+        if shared_noise and self.sampler == "ddpm":
+            raise ValueError("shared_noise needs a sampler that adds no noise per step (ddim or dpm), not ddpm")
         was_training = self.training
         self.eval()
         sched = self.sampling_scheduler(steps)
         noise = torch.Generator().manual_seed(int(seed))
-        x = torch.randn((cond.shape[0], *self.sample_shape), generator=noise).to(self.device, cond.dtype)
+        rows = 1 if shared_noise else cond.shape[0]
+        x = torch.randn((rows, *self.sample_shape), generator=noise).expand(cond.shape[0], *self.sample_shape)
+        x = x.to(self.device, cond.dtype)
         x = x * sched.init_noise_sigma
         for t in sched.timesteps:
             model_in = sched.scale_model_input(x, t)
@@ -135,9 +142,9 @@ class Generator(nn.Module, ABC):
         self.train(was_training)
         return x
 
-    def generate(self, cond: torch.Tensor, steps: int | None = None, seed: int = 0) -> Any:
+    def generate(self, cond: torch.Tensor, steps: int | None = None, seed: int = 0, shared_noise: bool = False) -> Any:
         """Conditioning `(B, N, C)` → raw targets (see `from_model_space`)."""
-        return self.from_model_space(self.sample(cond, steps, seed))
+        return self.from_model_space(self.sample(cond, steps, seed, shared_noise))
 
     def meta(self) -> dict[str, Any]:
         return {"kind": self.kind, "sampler": self.sampler, "sample_steps": self.sample_steps}

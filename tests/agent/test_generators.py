@@ -198,3 +198,18 @@ def test_unet1d_film_conditioning_changes_the_output_and_checks_the_horizon():
     assert a.shape == (2, 8, 2) and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="horizon 10 must be divisible by 2"):
         ConditionalUnet1D(horizon=10, channels=(16, 32, 64))
+
+
+def test_shared_noise_makes_each_row_independent_of_its_batch(action_gen):
+    cond = cond_for(action_gen, 3)
+    batched = action_gen.sample(cond, steps=3, seed=5, shared_noise=True)  # (3, H, A)
+    for i in range(3):
+        alone = action_gen.sample(cond[i:i + 1], steps=3, seed=5)
+        torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(batched[0], batched[1])  # same noise, different conditioning
+    action_gen.sampler = "ddpm"
+    try:
+        with pytest.raises(ValueError, match="ddim or dpm"):
+            action_gen.sample(cond, steps=3, shared_noise=True)
+    finally:
+        action_gen.sampler = "ddim"
