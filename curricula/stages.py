@@ -59,11 +59,20 @@ def to_example(record: Mapping[str, Any]) -> Example:
     return Example(record["prompt"], obs, record.get("response"))
 
 
+def _is_observation_array(feature) -> bool:
+    """An observation column (written by `features_for`): a fixed-shape array or fixed-length vector."""
+    import datasets
+
+    if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
+        return True
+    return isinstance(feature, datasets.Sequence) and feature.length not in (None, -1)
+
+
 def dataset_records(ds) -> list[dict]:
     """Rows of a `datasets.Dataset` as dicts of numpy arrays in their declared dtypes."""
     out = []
     arrays = {k: np.dtype(getattr(f, "dtype", None) or f.feature.dtype)
-              for k, f in ds.features.items() if k in ("rgb", "grid", "depth", "proprio")}
+              for k, f in ds.features.items() if _is_observation_array(f)}
     for row in ds.with_format("numpy"):
         rec = {}
         for key, value in row.items():

@@ -1,11 +1,11 @@
 """Captions and verifiable questions about one observation, written from privileged simulator state.
 
 `describe(env, obs, rng)` returns `Utterance`s for every language modality of the env
-(BabyAI: grid, rgb; reach: rgb, depth, proprio). Each prompt holds the placeholder `<name>` of the
+(BabyAI: grid, rgb; reach: rgb, depth, proprio, and objects when the env emits its object list). Each prompt holds the placeholder `<name>` of the
 one modality it is about; answers to questions are short and exact ("2", "red", "yes",
 "back left"), so they can be checked by string match. What is said about `grid` and `rgb` comes
 from the same egocentric view, so it is visible in either; depth talks about distances from the
-camera; proprio about joint angles and the fingertip.
+camera; proprio about joint angles and the fingertip; objects about where each sphere is.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CAPTION_PROMPTS = {
     "rgb": ("Describe what you see.", "What is in this picture?", "Give a short caption."),
     "depth": ("Describe the distances in this view.", "How far away are things?"),
     "proprio": ("Describe the arm's pose.", "What state is the arm in?"),
+    "objects": ("Describe the objects.", "What objects are there?"),
 }
 
 
@@ -40,7 +41,7 @@ def language_modalities(env: gym.Env) -> tuple[str, ...]:
     if isinstance(env.unwrapped, BabyAIEnv):
         return ("grid", "rgb")
     if isinstance(env.unwrapped, ReachEnv):
-        return ("rgb", "depth", "proprio")
+        return ("rgb", "depth", "proprio") + (("objects",) if env.unwrapped.num_objects else ())
     raise TypeError(f"no captions for {type(env.unwrapped).__name__}; known: BabyAIEnv, ReachEnv")
 
 
@@ -53,6 +54,8 @@ def describe(env: gym.Env, obs: dict, rng: np.random.Generator, questions: int =
     elif isinstance(unwrapped, ReachEnv):
         per_modality = {"rgb": _reach_rgb(unwrapped), "depth": _reach_depth(unwrapped, obs),
                         "proprio": _reach_proprio(unwrapped)}
+        if unwrapped.num_objects:
+            per_modality["objects"] = _reach_objects(unwrapped)
     else:
         raise TypeError(f"no captions for {type(unwrapped).__name__}; known: BabyAIEnv, ReachEnv")
     out = []
@@ -194,4 +197,19 @@ def _reach_proprio(env: ReachEnv) -> tuple[str, list[tuple[str, str]]]:
            ("Is the arm moving?", "yes" if moving else "no"),
            ("How far is the fingertip from the base, in centimetres?", str(_cm(np.linalg.norm(tip)))),
            ("Is the fingertip to the left or to the right of the base?", "left" if tip[0] < 0 else "right")]
+    return caption, qas
+
+
+def _reach_objects(env: ReachEnv) -> tuple[str, list[tuple[str, str]]]:
+    spheres = _spheres(env)
+    caption = "; ".join(f"a {c} sphere at x {_cm(p[0])} cm, y {_cm(p[1])} cm" for c, p in spheres).capitalize() + "."
+    qas = [("How many objects are there?", str(len(spheres)))]
+    for color, pos in spheres:
+        qas.append((f"Where is the {color} sphere relative to the base?", _sector(pos)))
+        qas.append((f"Is the {color} sphere to the left or to the right of the base?", "left" if pos[0] < 0 else "right"))
+        qas.append((f"How far is the {color} sphere from the base, in centimetres?", str(_cm(np.linalg.norm(pos)))))
+    if len(spheres) == 2:
+        (c0, p0), (c1, p1) = spheres
+        if abs(np.linalg.norm(p0) - np.linalg.norm(p1)) > 0.02:
+            qas.append(("Which sphere is farther from the base?", c0 if np.linalg.norm(p0) > np.linalg.norm(p1) else c1))
     return caption, qas

@@ -7,6 +7,9 @@ render settings are under our control: shadows and multisampling are off because
     rgb      uint8   (H, W, 3)  oblique view of the arm and the spheres
     depth    float32 (H, W)     metric z-depth in metres from the same camera, clipped to max_depth
     proprio  float32 (6,)       [shoulder, elbow (rad), shoulder vel, elbow vel (rad/s), tip x, y (m)]
+    objects  float32 (N, 5)     with `objects=True`: the spheres as a perception stack's object list
+                                would give them, one row [x, y (m), r, g, b (0-1)] per sphere, in an
+                                order drawn per episode (row 0 is not always the target)
     mission  str                "reach the red target"
 
 Actions are joint-velocity commands in [-1, 1] (scaled by `max_joint_speed` rad/s). The episode
@@ -101,9 +104,12 @@ def _load_triton_before_mesa() -> None:
             pass
 
 
-def modality_specs(image_size: int = 64, max_depth: float = 2.0) -> dict[str, ModalitySpec]:
-    """The modalities a `ReachEnv` of this image size emits."""
-    return {
+OBJECT_FEATURES = 5  # x, y (m), r, g, b
+
+
+def modality_specs(image_size: int = 64, max_depth: float = 2.0, objects: int = 0) -> dict[str, ModalitySpec]:
+    """The modalities a `ReachEnv` of this image size emits (`objects`: rows of the object list, 0 = none)."""
+    specs = {
         "rgb": ModalitySpec("rgb", (image_size, image_size, 3), "uint8", 0, 255,
                             "oblique camera view of the arm and the coloured spheres"),
         "depth": ModalitySpec("depth", (image_size, image_size), "float32", 0.0, max_depth,
@@ -111,6 +117,10 @@ def modality_specs(image_size: int = 64, max_depth: float = 2.0) -> dict[str, Mo
         "proprio": ModalitySpec("proprio", (6,), "float32", -PROPRIO_BOUND, PROPRIO_BOUND,
                                 "shoulder, elbow angle (rad), their velocities (rad/s), tip x, y (m)"),
     }
+    if objects:
+        specs["objects"] = ModalitySpec("objects", (objects, OBJECT_FEATURES), "float32", -1.0, 1.0,
+                                        "one row [x, y (m), r, g, b] per sphere, order drawn per episode")
+    return specs
 
 
 class ReachEnv(gym.Env):
@@ -128,6 +138,7 @@ class ReachEnv(gym.Env):
         max_depth: float = 2.0,
         colors: tuple[str, ...] | list[str] = tuple(COLORS),
         distractor: bool = True,
+        objects: bool = False,
         terminate_on_success: bool = True,
         render_mode: str | None = None,
         name: str = "mujoco_reach",
@@ -149,6 +160,7 @@ class ReachEnv(gym.Env):
         self.max_depth = float(max_depth)
         self.colors = tuple(colors)
         self.use_distractor = bool(distractor)
+        self.num_objects = (2 if self.use_distractor else 1) if objects else 0
         self.terminate_on_success = bool(terminate_on_success)
         self.render_mode = render_mode
 
@@ -163,7 +175,7 @@ class ReachEnv(gym.Env):
         self.model.actuator_ctrlrange[:] = [-speed, speed]
         self.model.actuator_ctrllimited[:] = 1
 
-        self.modality_specs = modality_specs(self.image_size, self.max_depth)
+        self.modality_specs = modality_specs(self.image_size, self.max_depth, self.num_objects)
         self.observation_spec = ObservationSpec(self.modality_specs, text_keys=("mission",))
         s = self.image_size
         self.observation_space = gym.spaces.Dict({
@@ -172,11 +184,15 @@ class ReachEnv(gym.Env):
             "proprio": gym.spaces.Box(-PROPRIO_BOUND, PROPRIO_BOUND, (6,), np.float32),
             "mission": gym.spaces.Text(max_length=64, charset=MISSION_CHARSET),
         })
+        if self.num_objects:
+            self.observation_space["objects"] = gym.spaces.Box(-1.0, 1.0, (self.num_objects, OBJECT_FEATURES),
+                                                               np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
         self.target_color = self.colors[0]
         self.distractor_color: str | None = None
         self.mission = ""
+        self._object_order = np.arange(self.num_objects)
         self._steps = 0
 
     # -- privileged state (experts and captions read these) ------------------------------------
@@ -239,6 +255,8 @@ class ReachEnv(gym.Env):
         else:
             self.distractor_color = None
             self.data.mocap_pos[1] = [0.0, 0.0, -1.0]  # under the floor, out of view
+        if self.num_objects:  # drawn last, so the scene of a seed is the same with or without objects
+            self._object_order = rng.permutation(self.num_objects)
         mujoco.mj_forward(self.model, self.data)
         self.mission = f"reach the {self.target_color} target"
         self._steps = 0
@@ -292,7 +310,17 @@ class ReachEnv(gym.Env):
         shoulder = (q[0] + np.pi) % (2 * np.pi) - np.pi
         proprio = np.array([shoulder, q[1], *self.data.qvel[:2], *self.fingertip], dtype=np.float32)
         np.clip(proprio, -PROPRIO_BOUND, PROPRIO_BOUND, out=proprio)
-        return {"rgb": rgb, "depth": depth, "proprio": proprio, "mission": self.mission}
+        obs = {"rgb": rgb, "depth": depth, "proprio": proprio, "mission": self.mission}
+        if self.num_objects:
+            obs["objects"] = self.object_list()
+        return obs
+
+    def object_list(self) -> np.ndarray:
+        """The spheres as rows [x, y (m), r, g, b] in this episode's drawn order → `(N, 5)` float32."""
+        rows = [[*self.target, *COLORS[self.target_color]]]
+        if self.use_distractor:
+            rows.append([*self.distractor, *COLORS[self.distractor_color]])
+        return np.asarray(rows, dtype=np.float32)[self._object_order]
 
     def _info(self) -> dict[str, Any]:
         dist = self.distance()

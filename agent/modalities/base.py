@@ -55,7 +55,9 @@ class Modality(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        for tensor in (*self.parameters(), *self.buffers()):  # a parameter-free encoder has buffers, or runs on CPU
+            return tensor.device
+        return torch.device("cpu")
 
     def validate(self, value: Any, batched: bool = True) -> np.ndarray:
         return self.spec.validate(value, batched=batched)

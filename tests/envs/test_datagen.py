@@ -45,7 +45,7 @@ def test_splits_never_share_an_episode_seed(babyai):
 
 
 def test_prompts_hold_exactly_their_modality_placeholders(babyai, reach):
-    for dd, names in ((babyai[0], {"grid", "rgb"}), (reach[0], {"rgb", "depth", "proprio"})):
+    for dd, names in ((babyai[0], {"grid", "rgb"}), (reach[0], {"rgb", "depth", "proprio", "objects"})):
         rows = dd["train"].select_columns(["prompt", "modalities", "kind"]).to_list()
         assert {r["kind"] for r in rows} == {"caption", "qa", "demo"}
         for r in rows:

@@ -95,3 +95,32 @@ def test_importing_triton_after_rendering_does_not_crash():
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_object_list_names_both_spheres_in_a_drawn_order():
+    with_objects, without = ReachEnv(objects=True), ReachEnv()
+    try:
+        firsts = set()
+        for seed in range(12):
+            obs, _ = with_objects.reset(seed=seed)
+            plain, _ = without.reset(seed=seed)
+            assert "objects" not in plain and with_objects.observation_space.contains(obs)
+            np.testing.assert_array_equal(obs["rgb"], plain["rgb"])  # the same scene for a seed
+            rows = obs["objects"]
+            assert rows.shape == (2, 5) and rows.dtype == np.float32
+            def row_of(colour):
+                return rows[np.argmin(np.abs(rows[:, 2:] - np.asarray(COLORS[colour])).sum(1))]
+
+            np.testing.assert_allclose(row_of(with_objects.target_color)[:2], with_objects.target, atol=1e-6)
+            np.testing.assert_allclose(row_of(with_objects.distractor_color)[:2], with_objects.distractor, atol=1e-6)
+            firsts.add(bool(np.allclose(rows[0, :2], with_objects.target)))
+            step_obs, *_ = with_objects.step(np.zeros(2, np.float32))
+            np.testing.assert_array_equal(step_obs["objects"], rows)  # order holds for the episode
+        assert firsts == {True, False}  # row 0 is sometimes the target, sometimes not
+        assert with_objects.modality_specs["objects"].shape == (2, 5)
+        single = ReachEnv(objects=True, distractor=False)
+        assert single.reset(seed=0)[0]["objects"].shape == (1, 5)
+        single.close()
+    finally:
+        with_objects.close()
+        without.close()

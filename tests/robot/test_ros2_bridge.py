@@ -232,7 +232,7 @@ def test_forwarding_to_graft_serve_and_a_server_that_dies(robot, start_server):
     is killed the bridge holds the safe action at its rate and keeps running."""
     from graft.envs.robot.client import PolicyClient
 
-    server = start_server("checkpoint=tiny", "env=mujoco_reach", "max_new_tokens=4")
+    server = start_server("checkpoint=tiny", "env=mujoco_reach", "env.objects=false", "max_new_tokens=4")  # no object topic
     bridge = Bridge(bridge_config(deadline_ms=400), PolicyClient(server.uri(), connect_timeout_s=5.0),
                     domain_id=DOMAIN)
     try:

@@ -170,9 +170,10 @@ def test_bad_observations_get_an_error_naming_what_was_expected(main_uri, token,
 def test_nan_in_a_float_modality_is_rejected(servers):
     with PolicyClient(servers["reach"].uri()) as client:
         specs = client.metadata.observation.modalities
-        assert set(specs) == {"rgb", "depth", "proprio"} and specs["proprio"].dtype == "float32"
+        assert set(specs) == {"rgb", "depth", "proprio", "objects"} and specs["proprio"].dtype == "float32"
         obs = {"rgb": np.zeros((64, 64, 3), np.uint8), "depth": np.ones((64, 64), np.float32),
-               "proprio": np.array([0, 0, 0, np.nan, 0.1, 0], np.float32), "mission": "reach the red target"}
+               "proprio": np.array([0, 0, 0, np.nan, 0.1, 0], np.float32), "mission": "reach the red target",
+               "objects": np.array([[0.1, 0.0, 0.9, 0.1, 0.1], [-0.1, 0.05, 0.15, 0.3, 0.95]], np.float32)}
         with pytest.raises(ServerError, match=r"'proprio'.*NaN"):
             client.act(obs, timeout=10)
         obs["proprio"] = np.zeros(6, np.float32)
