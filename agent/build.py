@@ -61,14 +61,21 @@ def graft_modality(mm: MMLLM, name: str, modality_cfg: Mapping, projector_cfg: M
 
 
 def build_output_head(name: str, output_cfg: Mapping[str, Any], embed_dim: int, cond_tokens: int, cond_dim: int,
-                      init_std: float = 0.02) -> OutputHead:
-    """An output head from `{signal_tokens: K, projector: {_target_: ...}}` for a generator that
-    reads conditioning `(cond_tokens, cond_dim)`."""
+                      init_std: float = 0.02, feature_dims: Mapping[str, int] | None = None) -> OutputHead:
+    """An output head from `{signal_tokens: K, projector: {_target_: ...}, observe: [modality, ...]}`
+    for a generator that reads conditioning `(cond_tokens, cond_dim)`; `feature_dims` gives the
+    encoder width of every grafted input modality (needed when the head observes some)."""
     cfg = dict(_plain(output_cfg))
     k = int(cfg["signal_tokens"])
+    observe = list(cfg.get("observe") or [])
+    unknown = [m for m in observe if m not in (feature_dims or {})]
+    if unknown:
+        raise ValueError(f"output '{name}' observes {unknown}, which are not grafted input modalities "
+                         f"(have {list(feature_dims or {})})")
     projector = hydra.utils.instantiate(dict(_plain(cfg["projector"])), in_dim=embed_dim, out_dim=int(cond_dim),
                                         in_tokens=k, out_tokens=int(cond_tokens))
-    return OutputHead(name, k, embed_dim, projector, cond_tokens, cond_dim, init_std=init_std)
+    return OutputHead(name, k, embed_dim, projector, cond_tokens, cond_dim, init_std=init_std,
+                      observe={m: int(feature_dims[m]) for m in observe})
 
 
 def graft_output(mm: MMLLM, name: str, output_cfg: Mapping, cond_tokens: int, cond_dim: int,
@@ -76,12 +83,18 @@ def graft_output(mm: MMLLM, name: str, output_cfg: Mapping, cond_tokens: int, co
     """Graft output modality `name`: K signal tokens, an output projector into a generator's
     conditioning `(cond_tokens, cond_dim)`, and a LoRA adapter (its own, or `adapter`)."""
     table = mm.backbone.get_input_embeddings().weight
-    head = build_output_head(name, output_cfg, mm.embed_dim, cond_tokens, cond_dim, init_std=float(table.std()))
+    head = build_output_head(name, output_cfg, mm.embed_dim, cond_tokens, cond_dim, init_std=float(table.std()),
+                             feature_dims=_feature_dims(mm))
     mm.graft(name, output=head, adapter=adapter)
     mm.graft_configs[name] = {"modality": None, "projector": None, "adapter": mm.adapter_of[name],
                               "output": {"signal_tokens": head.num_tokens,
                                          "projector": _plain(dict(_plain(output_cfg))["projector"]),
-                                         "cond_tokens": int(cond_tokens), "cond_dim": int(cond_dim)}}
+                                         "cond_tokens": int(cond_tokens), "cond_dim": int(cond_dim),
+                                         "observe": head.observed}}
+
+
+def _feature_dims(mm: MMLLM) -> dict[str, int]:
+    return {m: int(mod.feature_dim) for m, mod in mm.modalities.items()}
 
 
 def graft_task(mm: MMLLM, name: str, adapter: str | None = None) -> None:
@@ -184,7 +197,8 @@ def load_mmllm(folder: str | Path) -> MMLLM:
             mm.register_modality(name, modality, projector)
         elif g.get("output") is not None:
             out = g["output"]
-            head = build_output_head(name, out, mm.embed_dim, out["cond_tokens"], out["cond_dim"])
+            head = build_output_head(name, out, mm.embed_dim, out["cond_tokens"], out["cond_dim"],
+                                     feature_dims=_feature_dims(mm))
             head.load_state_dict(load_file(folder / "outputs" / f"{name}.safetensors"))
             mm.register_output(name, head)
         mm.adapter_of[name] = g.get("adapter", name)

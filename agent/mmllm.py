@@ -255,12 +255,13 @@ class MMLLM(nn.Module):
             return self.bank.model(**batch, **kwargs)
 
     # ---- output modalities ---------------------------------------------------------------------
-    def signal_hidden(self, examples: Sequence[Example], name: str) -> torch.Tensor:
+    def signal_hidden(self, examples: Sequence[Example], name: str, with_prefix: bool = False):
         """The LLM's last-layer hidden states at the K signal tokens of output `name` → `(B, K, D)`.
 
         A prompt may hold the K tokens (in order, once); a prompt without them gets them appended as
         the start of the assistant's turn, i.e. the LLM is asked to produce the output. Routing
-        treats `name` as present, so a gated output adapter is active.
+        treats `name` as present, so a gated output adapter is active. With `with_prefix` it returns
+        `(signal (B, K, D), states over the whole sequence (B, L, D), its mask (B, L))`.
         """
         if name not in self.outputs:
             raise KeyError(f"'{name}' is not a grafted output modality (outputs: {list(self.outputs)})")
@@ -284,11 +285,21 @@ class MMLLM(nn.Module):
         with self.bank.context():
             out = self.bank.model(**batch, output_hidden_states=True, **self._keep_one_logit())
         hidden = out.hidden_states[-1]  # (B, L, D)
-        return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, K, D)
+        signal = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, K, D)
+        return (signal, hidden, batch["attention_mask"]) if with_prefix else signal
 
     def output_features(self, examples: Sequence[Example], name: str) -> torch.Tensor:
         """Signal-token hidden states through output `name`'s projector → conditioning `(B, N, C)`."""
-        return self.outputs[name](self.signal_hidden(examples, name))
+        head = self.outputs[name] if name in self.outputs else None
+        if head is None or not head.reads_prefix:
+            return self.outputs[name](self.signal_hidden(examples, name))
+        observations = {}
+        for m in head.observed:
+            if any(m not in ex.obs for ex in examples):
+                raise ObservationError(f"output '{name}' reads '{m}' directly, but an example has no '{m}' "
+                                       f"observation; expected {self.modalities[m].spec.describe()}")
+            observations[m] = self.modalities[m](np.stack([ex.obs[m] for ex in examples]))  # (B, T_m, F_m)
+        return head(*self.signal_hidden(examples, name, with_prefix=True), observations=observations)
 
     def _keep_one_logit(self) -> dict:
         """Skip the LM head's full-vocabulary logits where the model allows it (hidden states only)."""

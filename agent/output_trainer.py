@@ -8,7 +8,9 @@ output's signal tokens, projects them into the generator's conditioning `(B, N, 
          + text_weight * the MM-LLM's text loss on extra examples (replay, text mix)         (c)
 
 (a) exists only for generators with a conditioning encoder (the image generator's CLIP text
-encoder) and only when captions are given; (c) only when text examples are given (with stacked
+encoder) and only when captions are given; its action analogue, weighted by `align_weight` too,
+is the MSE of a chunk regressed from the conditioning (`readout_loss`, a UNet built with
+`cond_readout`), logged as "readout". (c) only when text examples are given (with stacked
 routing it keeps the output's LoRA adapter from disturbing earlier skills). What learns: stage "pt" the output head (signal
 embeddings + output projector); stage "it" the head and the output modality's LoRA adapter; plus,
 with `train_generator`, the generator's denoiser. Frozen parts (base LLM, other grafts, the
@@ -67,6 +69,11 @@ class OutputTrainer:
             if reference is not None:
                 out["align"] = F.mse_loss(cond, reference)
                 total = total + self.align_weight * out["align"]
+        if self.align_weight:
+            readout = self.generator.readout_loss(targets, cond)
+            if readout is not None:
+                out["readout"] = readout
+                total = total + self.align_weight * readout
         if text:
             out["text"] = self.mm(list(text)).loss
             total = total + self.text_weight * out["text"]

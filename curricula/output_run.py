@@ -8,6 +8,9 @@ generator from `cfg.generators[<generator>]` (configs/generator/<name>.yaml). Ke
     output            the output modality's name (= the stage name, the adapter, the report column)
     generator         a name in `cfg.generators`: image → goal views, action → expert action chunks
     inputs            input modalities the prompt shows; each must be grafted by an earlier stage
+    observe           inputs whose encoder features the output head also reads directly (needs the
+                      `prefix_attention` output projector; agent/outputs.py)
+    output_projector  a name in configs/output_projector (default: the generator config's)
     horizon           action chunks: H (overrides the generator config's `horizon`)
     generator_overrides   any other generator config keys, e.g. {image_size: 16, sample_steps: 4}
     generator_lr, align_weight   as in `train_output_stage` (defaults: the stage lr, 1.0)
@@ -89,7 +92,20 @@ def output_stage_data(stage, spec: Mapping, cfg, env_cfg: Mapping, earlier: Sequ
         raise ValueError(f"output stage '{name}' reads inputs {inputs}; each must be grafted by an earlier stage "
                          f"(earlier input stages: {grafted})")
     gen_cfg = OmegaConf.to_container(cfg.generators[spec["generator"]], resolve=True)
-    gen_cfg.update(spec.get("generator_overrides") or {})
+    gen_cfg.update(OmegaConf.to_container(OmegaConf.create(dict(spec.get("generator_overrides") or {})), resolve=True))
+    observe = list(spec.get("observe") or [])
+    if any(m not in inputs for m in observe):
+        raise ValueError(f"output stage '{name}' observes {observe}; each must be one of its inputs {inputs}")
+    if spec.get("output_projector"):
+        from graft.curricula.config import config_dir
+
+        path = config_dir() / "output_projector" / f"{spec['output_projector']}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise ValueError(f"output stage '{name}': no output projector {spec['output_projector']!r} (known: {known})")
+        gen_cfg["output"] = {**gen_cfg["output"], "projector": OmegaConf.to_container(OmegaConf.load(path))}
+    if observe:
+        gen_cfg["output"] = {**gen_cfg["output"], "observe": observe}
     if spec.get("horizon") is not None:
         gen_cfg["horizon"] = int(spec["horizon"])
     kind = generator_kind(gen_cfg)

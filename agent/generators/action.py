@@ -89,6 +89,13 @@ class ActionGenerator(Generator):
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, cond)
 
+    def readout_loss(self, targets: Any, cond: torch.Tensor) -> torch.Tensor | None:
+        """MSE of the chunk regressed from the conditioning (UNet `cond_readout`) to the normalised target."""
+        if self.unet.readout_head is None:
+            return None
+        self.check_cond(cond)
+        return torch.nn.functional.mse_loss(self.unet.readout(cond), self.to_model_space(targets))
+
     # ---- building, saving, loading ---------------------------------------------------------------
     @classmethod
     def build(cls, pretrained: str | None = None, horizon: int = 16, action_dim: int = 2, cond_tokens: int = 2,

@@ -82,6 +82,10 @@ class Generator(nn.Module, ABC):
         """The generator's own conditioning encoder on captions `(B, N, C)`, or None if it has none."""
         return None
 
+    def readout_loss(self, targets: Any, cond: torch.Tensor) -> torch.Tensor | None:
+        """An auxiliary loss that shapes the conditioning directly from the targets (None: none)."""
+        return None
+
     # ---- shared machinery ------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -11,6 +11,12 @@ every residual block by FiLM (a per-channel scale and shift after its first conv
 
 It is a diffusers `ModelMixin` + `ConfigMixin`, so `save_pretrained` / `from_pretrained` work as for
 any diffusers model. The horizon H must be divisible by 2**(levels - 1).
+
+With `cond_readout`, a linear map from the flattened conditioning to a whole chunk `(H, A)` rides
+along (`readout`); it is not used for denoising. Training regresses the expert chunk from the
+conditioning through it (ActionGenerator.readout_loss), the action analogue of NExT-GPT's
+alignment loss: the output head learns *what* the conditioning must say (which object, where)
+from a direct regression signal instead of only through the denoiser's noisy gradient.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ class ConditionalUnet1D(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, action_dim: int = 2, horizon: int = 16, cond_tokens: int = 2, cond_dim: int = 64,
                  channels: tuple[int, ...] = (32, 64, 128), time_embed_dim: int = 64, kernel_size: int = 5,
-                 n_groups: int = 8):
+                 n_groups: int = 8, cond_readout: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if horizon % 2 ** (len(channels) - 1):
@@ -72,6 +78,14 @@ class ConditionalUnet1D(ModelMixin, ConfigMixin):
                                           Upsample1D(c_out, use_conv_transpose=True)]))
         self.out = nn.Sequential(Conv1dBlock(channels[0], channels[0], kernel_size, n_groups),
                                  nn.Conv1d(channels[0], action_dim, 1))
+        self.readout_head = nn.Linear(cond_tokens * cond_dim, horizon * action_dim) if cond_readout else None
+
+    def readout(self, cond: torch.Tensor) -> torch.Tensor:
+        """Conditioning `(B, N, C)` → a chunk `(B, H, A)` regressed directly (needs `cond_readout`)."""
+        if self.readout_head is None:
+            raise ValueError("this UNet was built without cond_readout")
+        h, a = self.config.horizon, self.config.action_dim
+        return self.readout_head(cond.reshape(cond.shape[0], -1)).view(-1, h, a)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
         """Noisy chunks `(B, H, A)`, diffusion steps `(B,)` (or one for all), conditioning `(B, N, C)` → `(B, H, A)`."""

@@ -38,7 +38,7 @@ def test_generate_writes_the_report_the_png_and_checkpoints_that_reproduce_it(co
     assert set(goal["references"]) == {"mean_training_goal", "first_view"}
     assert 0.0 <= act["trained"]["success_rate"] <= 1.0 and act["references"]["expert"]["success_rate"] == 1.0
     assert 0.0 < act["trained"]["score"] <= 1.0 and act["trained"]["rollout"]["seconds_per_chunk"] > 0
-    assert set(act["loss"]) == {"diffusion", "total"} and set(goal["loss"]) == {"diffusion", "align", "total"}
+    assert set(act["loss"]) == {"diffusion", "readout", "total"} and set(goal["loss"]) == {"diffusion", "align", "total"}
     png = Image.open(tmp_path / goal["png"])
     assert png.size == (3 * 64 + 2 * 2, 4 * 64 + 3 * 2)  # 3 episodes across; first, real, untrained, trained
     md = (tmp_path / "report.md").read_text()

@@ -15,11 +15,11 @@ from graft.curricula.onboard import onboard
 TINY = [
     "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=4", "curriculum.expert.train=4",
     "curriculum.expert.test=2", "curriculum.text.train=60", "curriculum.text.test=12", "curriculum.eval.max_examples=6",
-    "curriculum.stages.3.rollout={episodes: 2, num_envs: 2, execute: 8}", "generators.image.image_size=16",
+    "curriculum.stages.4.rollout={episodes: 2, num_envs: 2, execute: 8}", "generators.image.image_size=16",
     "generators.image.sample_steps=2", "generators.action.sample_steps=2", "progress=false", "tensorboard=false",
     "checkpoint_every=2",
 ]
-STAGES = ["rgb", "goal_image", "proprio", "action_chunk"]
+STAGES = ["rgb", "goal_image", "proprio", "objects", "action_chunk"]
 TIMING = ("seconds", "seconds_per_sample", "seconds_per_chunk")
 
 
@@ -65,17 +65,18 @@ def test_output_stages_fill_the_matrices_and_the_report(run):
     saved = json.loads((out / "report.json").read_text())
     for name in ("graft", "ewc"):
         r = saved["methods"][name]
-        assert r["stages"] == STAGES and len(r["pre_scores"]) == 4 and len(r["baseline"]) == 4
+        assert r["stages"] == STAGES and len(r["pre_scores"]) == 5 and len(r["baseline"]) == 5
         R = r["acc_matrix"]
-        assert all(R[i][j] is not None and 0.0 < R[i][j] <= 1.0 for i in range(4) for j in range(i + 1))
+        assert all(R[i][j] is not None and 0.0 <= R[i][j] <= 1.0 for i in range(5) for j in range(i + 1))
+        assert all(R[i][j] > 0.0 for i in range(5) for j in (1, 4) if j <= i)  # an output's score is never 0
         assert R[1][1] == r["outputs"]["goal_image"]["after"]["goal_image"]["score"]  # the output's own row entry
-        assert R[3][1] == r["outputs"]["goal_image"]["final"]["score"]  # ... and after later stages: forgetting
-        assert [row[3] for row in r["success_matrix"]] == [None, None, None, r["outputs"]["action_chunk"]["final"]["success_rate"]]
+        assert R[4][1] == r["outputs"]["goal_image"]["final"]["score"]  # ... and after later stages: forgetting
+        assert [row[4] for row in r["success_matrix"]] == [None] * 4 + [r["outputs"]["action_chunk"]["final"]["success_rate"]]
         goal, chunk = r["outputs"]["goal_image"], r["outputs"]["action_chunk"]
         for phase in ("untrained", "trained", "final"):
             assert {"score", "mse", "psnr", "seconds_per_sample"} <= set(goal[phase])
             assert {"score", "l2", "success_rate", "seconds_per_chunk"} <= set(chunk[phase])
-        assert goal["untrained"]["score"] == r["pre_scores"][1] and chunk["untrained"]["score"] == r["pre_scores"][3]
+        assert goal["untrained"]["score"] == r["pre_scores"][1] and chunk["untrained"]["score"] == r["pre_scores"][4]
         assert r["fwt"] is not None and r["forgetting"] is not None
     md = (out / "report.md").read_text()
     assert "**Output modalities**" in md and "| goal_image | PSNR (dB) |" in md and "| action_chunk | success rate |" in md
@@ -106,7 +107,7 @@ def test_the_saved_agent_carries_the_generators_and_reproduces_the_final_scores(
     cfg = compose_config("onboard", [*TINY, f"run_dir={out}"])
     stages, _ = build_stages(cfg, OmegaConf.to_container(load_env_config(cfg.curriculum.env), resolve=True), out)
     final = report["methods"]["graft"]["outputs"]
-    for stage in stages[1::2]:
+    for stage in [s for s in stages if s.kind == "output"]:
         again = evaluate_output(mm, stage.name, generators[stage.name], stage.test, seed=0)
         assert again["score"] == pytest.approx(final[stage.name]["final"]["score"], rel=1e-5)
 
