@@ -1,7 +1,7 @@
 """Output modalities as curriculum stages: `graft onboard curriculum=mujoco_outputs` on tiny budgets.
 
 One module-scoped run (graft and ewc) is read by most tests; the resume test interrupts a second
-run (graft only) right after an in-stage checkpoint of the goal-image stage and resumes it in-process.
+run (graft only) right after an in-stage checkpoint of the action-chunk stage and resumes it in-process.
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from graft.curricula.onboard import onboard
 TINY = [
     "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=4", "curriculum.expert.train=4",
     "curriculum.expert.test=2", "curriculum.text.train=60", "curriculum.text.test=12", "curriculum.eval.max_examples=6",
-    "curriculum.stages.4.rollout={episodes: 2, num_envs: 2, execute: 8}", "generators.image.image_size=16",
+    "curriculum.stages.2.rollout={episodes: 2, num_envs: 2, execute: 8}", "generators.image.image_size=16",
     "generators.image.sample_steps=2", "generators.action.sample_steps=2", "progress=false", "tensorboard=false",
     "checkpoint_every=2",
 ]
-STAGES = ["rgb", "goal_image", "proprio", "objects", "action_chunk"]
+STAGES = ["proprio", "objects", "action_chunk", "rgb", "goal_image"]
 TIMING = ("seconds", "seconds_per_sample", "seconds_per_chunk")
 
 
@@ -68,15 +68,18 @@ def test_output_stages_fill_the_matrices_and_the_report(run):
         assert r["stages"] == STAGES and len(r["pre_scores"]) == 5 and len(r["baseline"]) == 5
         R = r["acc_matrix"]
         assert all(R[i][j] is not None and 0.0 <= R[i][j] <= 1.0 for i in range(5) for j in range(i + 1))
-        assert all(R[i][j] > 0.0 for i in range(5) for j in (1, 4) if j <= i)  # an output's score is never 0
-        assert R[1][1] == r["outputs"]["goal_image"]["after"]["goal_image"]["score"]  # the output's own row entry
-        assert R[4][1] == r["outputs"]["goal_image"]["final"]["score"]  # ... and after later stages: forgetting
-        assert [row[4] for row in r["success_matrix"]] == [None] * 4 + [r["outputs"]["action_chunk"]["final"]["success_rate"]]
+        assert all(R[i][j] > 0.0 for i in range(5) for j in (2, 4) if j <= i)  # an output's score is never 0
+        assert R[2][2] == r["outputs"]["action_chunk"]["after"]["action_chunk"]["score"]  # the output's own row entry
+        assert R[4][2] == r["outputs"]["action_chunk"]["final"]["score"]  # ... and after later stages: forgetting
+        assert R[4][4] == r["outputs"]["goal_image"]["final"]["score"]
+        success = [row[2] for row in r["success_matrix"]]  # action success after its stage and each later one
+        assert success[:2] == [None, None] and None not in success[2:]
+        assert success[-1] == r["outputs"]["action_chunk"]["final"]["success_rate"]
         goal, chunk = r["outputs"]["goal_image"], r["outputs"]["action_chunk"]
         for phase in ("untrained", "trained", "final"):
             assert {"score", "mse", "psnr", "seconds_per_sample"} <= set(goal[phase])
             assert {"score", "l2", "success_rate", "seconds_per_chunk"} <= set(chunk[phase])
-        assert goal["untrained"]["score"] == r["pre_scores"][1] and chunk["untrained"]["score"] == r["pre_scores"][4]
+        assert goal["untrained"]["score"] == r["pre_scores"][4] and chunk["untrained"]["score"] == r["pre_scores"][2]
         assert r["fwt"] is not None and r["forgetting"] is not None
     md = (out / "report.md").read_text()
     assert "**Output modalities**" in md and "| goal_image | PSNR (dB) |" in md and "| action_chunk | success rate |" in md
@@ -124,14 +127,14 @@ def test_resume_inside_an_output_stage_gives_the_same_numbers(run, tmp_path, mon
 
     def save_then_die(self, stage, phase, step, start=None):
         save(self, stage, phase, step, start)
-        if (stage, phase, step) == (1, "it", 4):  # the goal-image stage's second in-stage checkpoint
+        if (stage, phase, step) == (2, "it", 4):  # the action-chunk stage's second in-stage checkpoint
             raise Killed
 
     monkeypatch.setattr(MethodRun, "save", save_then_die)
     with pytest.raises(Killed):
         onboard(compose_config("onboard", [*TINY, "compare=[graft]", f"run_dir={tmp_path}"]))
     state = json.loads((tmp_path / "graft" / "checkpoint" / "state.json").read_text())
-    assert (state["stage"], state["phase"], state["step"]) == (1, "it", 4)
+    assert (state["stage"], state["phase"], state["step"]) == (2, "it", 4)
     monkeypatch.setattr(MethodRun, "save", save)
     onboard(compose_config("onboard", [f"resume={tmp_path}", "progress=false"]))
     straight, resumed = (json.loads((d / "report.json").read_text())["methods"]["graft"] for d in (out, tmp_path))
@@ -145,7 +148,7 @@ def test_an_output_stage_must_read_inputs_grafted_before_it(run):
     from omegaconf import OmegaConf
 
     _, out, _ = run
-    cfg = compose_config("onboard", [*TINY, "curriculum.stages.1.inputs=[depth]"])
+    cfg = compose_config("onboard", [*TINY, "curriculum.stages.2.inputs=[depth]"])
     env_cfg = OmegaConf.to_container(load_env_config(cfg.curriculum.env), resolve=True)
     with pytest.raises(ValueError, match=r"reads inputs \['depth'\]; each must be grafted by an earlier stage"):
         build_stages(cfg, env_cfg, out)
