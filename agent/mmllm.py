@@ -290,9 +290,10 @@ class MMLLM(nn.Module):
 
     def output_features(self, examples: Sequence[Example], name: str) -> torch.Tensor:
         """Signal-token hidden states through output `name`'s projector → conditioning `(B, N, C)`."""
-        head = self.outputs[name] if name in self.outputs else None
-        if head is None or not head.reads_prefix:
-            return self.outputs[name](self.signal_hidden(examples, name))
+        if name not in self.outputs or not self.outputs[name].reads_prefix:
+            hidden = self.signal_hidden(examples, name)  # (B, K, D); names an unknown output clearly
+            return self.outputs[name](hidden)
+        head = self.outputs[name]
         observations = {}
         for m in head.observed:
             if any(m not in ex.obs for ex in examples):

@@ -88,6 +88,8 @@ def test_an_observing_head_conditions_on_the_observed_features(mm):
 
 
 def test_an_observing_head_needs_its_observations_and_a_prefix_projector(mm, tiny_mm):
+    with pytest.raises(KeyError, match="not a grafted output modality"):
+        mm.output_features([example(rows([0.1, 0.0, 1, 0, 0]))], "nope")
     with pytest.raises(ObservationError, match="reads 'objects' directly"):
         mm.output_features([Example("<proprio>\nhi", {"proprio": np.zeros(6, np.float32)})], "act")
     other = tiny_mm("+modality@modalities.objects=objects", modalities=("grid",))
