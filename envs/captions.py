@@ -1,8 +1,8 @@
 """Captions and verifiable questions about one observation, written from privileged simulator state.
 
 `describe(env, obs, rng)` returns `Utterance`s for every language modality of the env
-(BabyAI: grid, rgb; reach: rgb, depth, proprio, and objects when the env emits its object list). Each prompt holds the placeholder `<name>` of the
-one modality it is about; answers to questions are short and exact ("2", "red", "yes",
+(BabyAI: grid, rgb; reach: rgb, depth, proprio, and objects when the env emits its object list).
+Each prompt holds the placeholder `<name>` of the one modality it is about; answers to questions are short and exact ("2", "red", "yes",
 "back left"), so they can be checked by string match. What is said about `grid` and `rgb` comes
 from the same egocentric view, so it is visible in either; depth talks about distances from the
 camera; proprio about joint angles and the fingertip; objects about where each sphere is.

@@ -49,12 +49,8 @@ class ObjectsModality(Modality):
             raise ValueError(f"modality '{name}': need scale > 0 and fourier >= 0, got {scale}, {fourier}")
         self.num_objects = num_objects
         self.encoder = FourierObjectEncoder(scale, fourier)
-        self.register_buffer("_device", torch.zeros(0), persistent=False)
+        self.register_buffer("_device", torch.zeros(0), persistent=False)  # follows .to(): Modality.device reads it
         self.freeze()
-
-    @property
-    def device(self) -> torch.device:
-        return self._device.device
 
     @property
     def spec(self) -> ModalitySpec:

@@ -82,9 +82,12 @@ def test_an_observing_head_conditions_on_the_observed_features(mm):
     with torch.no_grad():
         ca, cb = mm.output_features([example(a), example(b)], "act")
     assert ca.shape == (N, C) and not torch.allclose(ca, cb, atol=1e-4)
+    mm.set_trainable("act", "it")  # the head's observation maps train with it; encoders stay frozen
     trainable = {n for n, p in head.named_parameters() if p.requires_grad}
-    assert {"observe.objects.weight", "observe.proprio.weight"} <= trainable or not trainable  # head owns them
-    assert not any(p.requires_grad for p in mm.modalities["objects"].parameters())
+    assert {"observe.objects.weight", "observe.proprio.weight"} <= trainable
+    assert not any(p.requires_grad for m in ("objects", "proprio") for p in mm.modalities[m].parameters())
+    assert not any(p.requires_grad for m in ("objects", "proprio") for p in mm.projectors[m].parameters())
+    mm.set_trainable(None)
 
 
 def test_an_observing_head_needs_its_observations_and_a_prefix_projector(mm, tiny_mm):
