@@ -107,3 +107,31 @@ class ObservationSpec:
             want = "; ".join(self.modalities[k].describe() for k in missing)
             raise ObservationError(f"observation is missing modality {missing}: expected {want}")
         return {k: spec.validate(obs[k], batched) for k, spec in self.modalities.items()}
+
+
+def env_modality_specs(env: Any) -> dict[str, ModalitySpec]:
+    """The modalities `env` emits, read from its outermost `observation_space` (so a sensor added by a
+    gymnasium ObservationWrapper that updates the space counts), with the descriptions and ranges the
+    env itself publishes (`env.unwrapped.modality_specs`) where the key is the env's own.
+
+    Box entries become specs (shape, dtype, finite uniform low/high); Text entries (the mission) and
+    Discrete entries (e.g. BabyAI's direction) are not modalities.
+    """
+    import gymnasium as gym
+
+    space = getattr(env, "observation_space", None)
+    own = dict(getattr(getattr(env, "unwrapped", env), "modality_specs", {}) or {})
+    if not isinstance(space, gym.spaces.Dict):
+        return own
+    out: dict[str, ModalitySpec] = {}
+    for key, sub in space.spaces.items():
+        if not isinstance(sub, gym.spaces.Box):
+            continue
+        if key in own and tuple(own[key].shape) == tuple(sub.shape) and np.dtype(own[key].dtype) == sub.dtype:
+            out[key] = own[key]
+            continue
+        low, high = np.asarray(sub.low), np.asarray(sub.high)
+        uniform = lambda a: float(a.flat[0]) if a.size and np.all(a == a.flat[0]) and np.isfinite(a.flat[0]) else None  # noqa: E731
+        out[key] = ModalitySpec(key, tuple(sub.shape), str(sub.dtype), uniform(low), uniform(high),
+                                f"observation '{key}' of {type(env).__name__}")
+    return out
