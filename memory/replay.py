@@ -1,62 +1,84 @@
-"""Replay memory: avalanche storage policies choose what to keep; a SampleStore keeps it durably.
+"""Replay memory: avalanche storage policies choose what to keep; one SQLite file is the truth.
 
     memory = ReplayMemory("balanced", max_size=300, store_path="run/replay.sqlite", seed=0)
-    memory.add("grid", grid_stage_samples)        # after the grid stage
+    memory.add("grid", grid_stage_samples)        # after the grid stage: one transaction
     batch = memory.sample(32, rng)                # replay samples to mix into the next stage
+    k = len(memory.adds)                          # all a training checkpoint needs to store
+    memory.rollback(k)                            # on resume: back to right after the k-th add
 
 Policies (avalanche.training.storage_policy, used as they are):
 - "reservoir": `ReservoirSamplingBuffer(max_size)` over everything ever added, all groups together:
   every sample seen so far is equally likely to be kept, whatever its group.
-- "balanced": `ExperienceBalancedBuffer(max_size, adaptive_size=True)`: each `add()` call is one
-  avalanche experience and the slots are shared equally between experiences (30 slots, 3 adds →
-  10 each; the first `max_size % n` experiences get one more). A stage smaller than its share
-  keeps all its samples and the rest of its share stays empty (avalanche does not lend it to other
-  experiences). Adding the same group twice makes two experiences with a share each.
+- "balanced": `ExperienceBalancedBuffer(max_size, adaptive_size=True)`: each `add()` is one
+  experience and the slots are shared equally between experiences (30 slots, 3 adds -> 10 each;
+  the first `max_size % n` experiences get one more). A stage smaller than its share keeps all its
+  samples and the rest of its share stays empty (avalanche does not lend it to other experiences).
 
-How the policy sees samples: each `add()` becomes a minimal experience whose `dataset` is an
-`AvalancheDataset` of sample references (store ids for kept samples, negative numbers for new ones);
-`post_adapt(None, experience)` reads only `experience.dataset`. Afterwards the buffer's references
-tell which new samples to insert and which stored ones to delete, and the buffer (ids in avalanche's
-order, with the reservoir weights) is saved in the store's meta table, all in one transaction.
+How avalanche sees the samples: the n-th `add()` is a real `DatasetExperience` (what
+`benchmark_from_datasets` builds) with `current_experience=n`, whose dataset is an
+`AvalancheDataset` of *refs*: the samples' positions in the sequence of everything ever offered
+(the first add offers refs 0..m-1, the next m.., and so on). The policy gets it through its public
+`post_adapt(None, experience)` and is read back through its public `buffer` / `buffer_groups`.
+Avalanche draws reservoir weights with `torch.rand`; each add runs inside `torch.random.fork_rng`
+seeded from (seed, add index), so the buffer depends only on the seed and how many samples each add
+offered, and the caller's global torch RNG is untouched.
 
-Determinism: avalanche draws reservoir weights with `torch.rand` from torch's global RNG. `add()`
-runs the policy inside `torch.random.fork_rng`, seeded from (seed, number of adds so far), so the
-buffer depends only on the seed and the added data, and the caller's global torch RNG state is the
-same after `add()` as before it. Reopening `store_path` restores the exact buffer (same samples, ids,
-order and weights), so a resumed run continues as if never interrupted. A failed add leaves the
-memory at its previous committed state.
+The store is the only source of truth. One SQLite file (SampleStore) holds the samples, the settings
+(meta "replay") and a `replay_adds` table with one row per add: group, number offered, the highest
+sample id after it, and the policy's buffer after it (refs and store ids, per group, in avalanche's
+order). `add()` writes the kept samples and that row in one transaction, so a kill at any instant
+leaves the memory as it was before the add or after it. Samples an add evicts stay in the file (at
+most max_size per add), so `rollback(k)` can bring back the state after the k-th add exactly: it
+deletes the later rows and the samples they inserted (their ids are handed out again, see
+SampleStore.rewind) in one transaction. `forget_history(k)` deletes what no rollback to k adds or
+more needs.
+
+Restoring a state (on open, rollback, or after a failed add) replays the adds through avalanche:
+the same experiences with the same seeds give the same buffer, so no private avalanche attribute
+(reservoir weights, experience counters) is read or written. The replayed buffer must equal the one
+the last row stored; if it does not (another avalanche or torch changed the draws) opening fails
+rather than sample from a different buffer.
 """
 from __future__ import annotations
 
+import json
 import os
-import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from graft.memory.avalanche_import import import_avalanche
 from graft.memory.schema import Sample, validate_sample
 from graft.memory.store import SampleStore
 
 POLICIES = ("reservoir", "balanced")
-STATE_KEY = "replay"
-STATE_FORMAT = 1
+CONFIG_KEY = "replay"
+FLOOR_KEY = "replay_floor"  # forget_history(): rollback() may not go below this many adds
+STATE_FORMAT = 2
+_TABLE = """
+CREATE TABLE IF NOT EXISTS replay_adds (
+    add_index INTEGER PRIMARY KEY,  -- 0 for the first add(), 1 for the next, ...
+    grp TEXT NOT NULL,
+    offered INTEGER NOT NULL,       -- samples offered to the policy (its refs follow the previous add's)
+    last_id INTEGER NOT NULL,       -- SampleStore.last_id() after this add
+    state TEXT NOT NULL             -- JSON [{"refs": [...], "ids": [...]}, ...]: the buffer, per group
+)"""
 
 
 def _avalanche():
-    """avalanche's dataset and buffers, imported on first use (the import takes seconds)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # third-party import noise (JAXopt deprecation, QP solvers)
-        from avalanche.benchmarks.utils import AvalancheDataset
-        from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
-    return AvalancheDataset, ReservoirSamplingBuffer, ExperienceBalancedBuffer
+    """The avalanche names this module uses (imported on first use: the import takes seconds)."""
+    av = import_avalanche()
+    return (av.benchmarks.utils.AvalancheDataset, av.benchmarks.scenarios.dataset_scenario.DatasetExperience,
+            av.training.storage_policy.ReservoirSamplingBuffer, av.training.storage_policy.ExperienceBalancedBuffer)
 
 
 class _Refs(torch.utils.data.Dataset):
-    """A dataset whose items are sample references (ints): what the storage policy selects from."""
+    """A dataset whose items are sample refs (ints): what the storage policy selects from."""
 
-    def __init__(self, refs: Sequence[int]):
-        self.refs = list(refs)
+    def __init__(self, refs: range):
+        self.refs = refs
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -65,41 +87,16 @@ class _Refs(torch.utils.data.Dataset):
         return self.refs[index]
 
 
-class _Experience:
-    """The part of an avalanche experience that the storage policies read in post_adapt."""
-
-    def __init__(self, dataset: Any, index: int):
-        self.dataset = dataset
-        self.current_experience = index
-
-
-def _refs_dataset(refs: Sequence[int]):
-    AvalancheDataset = _avalanche()[0]
-    return AvalancheDataset([_Refs(refs)], collate_fn=list)
-
-
-def _buffer_state(buffer) -> dict[str, list]:
-    """A ReservoirSamplingBuffer as JSON: refs in buffer order and their weights (float32 values,
-    exact as JSON doubles)."""
-    data = buffer.buffer
-    return {"ids": [int(data[i]) for i in range(len(data))], "weights": buffer._buffer_weights.tolist()}
-
-
-def _load_buffer(reservoir_cls, max_size: int, state: Mapping[str, list]):
-    buffer = reservoir_cls(max_size)
-    buffer.buffer = _refs_dataset(state["ids"])
-    # avalanche keeps the weights in a private attribute; restoring them is what makes a resumed
-    # reservoir continue exactly like the uninterrupted one.
-    buffer._buffer_weights = torch.tensor(state["weights"], dtype=torch.float32)
-    return buffer
+def _state_json(groups: list[dict[str, list[int]]]) -> str:
+    return json.dumps(groups, separators=(",", ":"))
 
 
 class ReplayMemory:
     """A replay buffer of samples, chosen by an avalanche storage policy, kept in a SampleStore.
 
     `store_path=None` keeps everything in memory (`snapshot()` still writes a reopenable file).
-    Reopening an existing `store_path` restores the buffer; `policy`, `max_size` and `seed` must then
-    match what the store was created with.
+    Reopening an existing `store_path` restores the state after its last add; `policy`, `max_size`
+    and `seed` must then match what the store was created with.
     """
 
     def __init__(self, policy: str = "reservoir", max_size: int = 1000,
@@ -113,70 +110,100 @@ class ReplayMemory:
         self.policy, self.max_size, self.seed = policy, max_size, seed
         self.store = SampleStore(":memory:" if store_path is None else store_path)
         try:
-            state = self.store.get_meta(STATE_KEY)
-            if state is None:
-                if self.store.count():
-                    raise ValueError(f"{store_path} holds samples but no replay state; it is not a "
-                                     "ReplayMemory store")
-                state = {"format": STATE_FORMAT, "policy": policy, "max_size": max_size, "seed": seed,
-                         "adds": [], "buffers": []}
-            self._check_state(state)
-            self._restore(state)
+            self._open()
         except BaseException:
             self.store.close()
             raise
 
-    # -- the policy -----------------------------------------------------------------------------
+    # -- the stored state -----------------------------------------------------------------------
 
-    def _check_state(self, state: Mapping[str, Any]) -> None:
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.store.path}: replay state format {state.get('format')!r}, "
-                             f"expected {STATE_FORMAT}")
-        mine = {"policy": self.policy, "max_size": self.max_size, "seed": self.seed}
-        stored = {k: state[k] for k in mine}
-        if stored != mine:
+    def _open(self) -> None:
+        mine = {"format": STATE_FORMAT, "policy": self.policy, "max_size": self.max_size, "seed": self.seed}
+        with self.store.transaction():
+            config = self.store.get_meta(CONFIG_KEY)
+            if config is None:
+                if self.store.count():
+                    raise ValueError(f"{self.store.path} holds samples but no replay state; it is not a "
+                                     "ReplayMemory store")
+                self.store.conn.execute(_TABLE)
+                self.store.set_meta(CONFIG_KEY, mine)
+                config = mine
+        if config.get("format") != STATE_FORMAT:
+            raise ValueError(f"{self.store.path}: replay state format {config.get('format')!r}, this "
+                             f"graft reads format {STATE_FORMAT}")
+        if config != mine:
+            stored = {k: config.get(k) for k in ("policy", "max_size", "seed")}
+            asked = {k: mine[k] for k in stored}
             raise ValueError(f"{self.store.path} was created with {stored}, but this ReplayMemory "
-                             f"was asked for {mine}; pass the stored settings to resume")
-        ids = [i for b in state["buffers"] for i in b["ids"]]
-        if sorted(ids) != self.store.ids():
-            raise ValueError(f"{self.store.path}: the replay state lists {len(ids)} samples but the "
-                             f"store holds {self.store.count()}; the store was modified outside "
-                             "ReplayMemory")
+                             f"was asked for {asked}; pass the stored settings to resume")
+        self._load(check_store=True)
 
-    def _restore(self, state: Mapping[str, Any]) -> None:
-        """Rebuild the avalanche policy object from a saved state."""
-        _, Reservoir, Balanced = _avalanche()
-        self._adds: list[str] = list(state["adds"])
-        buffers = state["buffers"]
+    def _rows(self) -> list[tuple[int, str, int, int, str]]:
+        return self.store.conn.execute(
+            "SELECT add_index, grp, offered, last_id, state FROM replay_adds ORDER BY add_index").fetchall()
+
+    def _load(self, check_store: bool = False) -> None:
+        """Rebuild the live policy and buffer from the committed rows (replaying the adds)."""
+        rows = self._rows()
+        if [r[0] for r in rows] != list(range(len(rows))):
+            raise ValueError(f"{self.store.path}: replay adds {[r[0] for r in rows]} are not 0, 1, 2, ...; "
+                             "the store was modified outside ReplayMemory")
+        self._adds = [r[1] for r in rows]
+        self._offered = [r[2] for r in rows]
+        self._last_ids = [r[3] for r in rows]
+        self._floor = self.store.get_meta(FLOOR_KEY, 0)
+        self._policy = self._new_policy()
+        for index, offered in enumerate(self._offered):
+            self._offer(index, offered)
+        state = json.loads(rows[-1][4]) if rows else []
+        replayed = self._buffer_groups()
+        if rows and replayed != [g["refs"] for g in state]:
+            raise ValueError(f"{self.store.path}: replaying its {len(rows)} adds through avalanche gave "
+                             "another buffer than the one stored (a different avalanche or torch draws "
+                             "differently); refusing to sample from a different buffer")
+        self._id_of = {r: i for g in state for r, i in zip(g["refs"], g["ids"])}
+        self._ids = [self._id_of[r] for g in replayed for r in g]
+        if check_store:
+            known = {i for r in rows for g in json.loads(r[4]) for i in g["ids"]}
+            present = set(self.store.ids())
+            if not set(self._ids) <= present <= known:
+                raise ValueError(f"{self.store.path}: the buffer has {len(self._ids)} samples, the store "
+                                 f"{len(present)}, {len(present - known)} of them unknown to the replay "
+                                 f"state and {len(set(self._ids) - present)} missing; the store was "
+                                 "modified outside ReplayMemory")
+
+    # -- the avalanche policy -------------------------------------------------------------------
+
+    def _new_policy(self):
+        _, _, Reservoir, Balanced = _avalanche()
         if self.policy == "reservoir":
-            self._policy = _load_buffer(Reservoir, self.max_size, buffers[0] if buffers else
-                                        {"ids": [], "weights": []})
-        else:
-            self._policy = Balanced(self.max_size, adaptive_size=True)
-            self._policy._num_exps = len(buffers)
-            lengths = self._policy.get_group_lengths(len(buffers)) if buffers else []
-            for index, (size, b) in enumerate(zip(lengths, buffers)):
-                self._policy.buffer_groups[index] = _load_buffer(Reservoir, size, b)
-        self._ids = [i for b in buffers for i in b["ids"]]
+            return Reservoir(self.max_size)
+        return Balanced(self.max_size, adaptive_size=True)
 
-    def _state(self, id_of: Mapping[int, int]) -> dict[str, Any]:
-        """The policy's buffers as JSON, with references mapped to store ids by `id_of`."""
+    def _offer(self, index: int, offered: int) -> None:
+        """The `index`-th add as an avalanche experience of `offered` new refs, through post_adapt."""
+        AvalancheDataset, DatasetExperience, _, _ = _avalanche()
+        first = sum(self._offered[:index])
+        dataset = AvalancheDataset([_Refs(range(first, first + offered))], collate_fn=list)
+        experience = DatasetExperience(dataset=dataset, current_experience=index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0]))
+            self._policy.post_adapt(None, experience)
+
+    def _buffer_groups(self) -> list[list[int]]:
+        """The policy's buffer as refs, per group (one group for "reservoir"), in avalanche's order."""
         if self.policy == "reservoir":
-            buffers = [_buffer_state(self._policy)]
+            buffers = [self._policy.buffer]
         else:
-            buffers = [_buffer_state(b) for b in self._policy.buffer_groups.values()]
-        for b in buffers:
-            b["ids"] = [id_of.get(r, r) for r in b["ids"]]
-        return {"format": STATE_FORMAT, "policy": self.policy, "max_size": self.max_size,
-                "seed": self.seed, "adds": self._adds, "buffers": buffers}
+            buffers = [b.buffer for b in self._policy.buffer_groups.values()]
+        return [[int(data[i]) for i in range(len(data))] for data in buffers]
 
-    def _torch_seed(self, add_index: int) -> int:
-        return int(np.random.SeedSequence([self.seed, add_index]).generate_state(1)[0])
-
-    # -- public API -----------------------------------------------------------------------------
+    # -- writes ---------------------------------------------------------------------------------
 
     def add(self, group: str, samples: Sequence[Mapping[str, Any]]) -> None:
-        """Offer one stage's samples to the policy, then persist the new buffer in one transaction."""
+        """Offer one stage's samples to the policy (one avalanche experience); then, in one
+        transaction, store the samples it kept and its new state. On any failure the memory stays
+        at its state before the call."""
         if type(group) is not str or not group:
             raise ValueError(f"group must be a non-empty str (the stage/modality name), got {group!r}")
         samples = list(samples)
@@ -185,32 +212,67 @@ class ReplayMemory:
                              "a share of a balanced buffer")
         for s in samples:  # reject bad samples before touching the policy
             validate_sample(s)
-        new_refs = [-(k + 1) for k in range(len(samples))]  # store ids are positive
-        experience = _Experience(_refs_dataset(new_refs), len(self._adds))
-        committed = self.store.get_meta(STATE_KEY)
+        index, first = len(self._adds), sum(self._offered)
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._torch_seed(len(self._adds)))
-                self._policy.post_adapt(None, experience)
-            self._adds.append(group)
-            refs = self._buffer_refs()
-            kept_new = sorted((r for r in refs if r < 0), reverse=True)  # -1, -2, ...: input order
-            dropped = sorted(set(self._ids) - set(refs))
+            self._offered.append(len(samples))
+            self._offer(index, len(samples))
+            groups = self._buffer_groups()
+            new = sorted(r for g in groups for r in g if r >= first)  # kept new samples, input order
             with self.store.transaction():
-                new_ids = self.store.put_many(group, [samples[-r - 1] for r in kept_new])
-                self.store.delete(dropped)
-                state = self._state(dict(zip(kept_new, new_ids)))
-                self.store.set_meta(STATE_KEY, state)
+                id_of = dict(zip(new, self.store.put_many(group, [samples[r - first] for r in new])))
+                id_of.update((r, self._id_of[r]) for g in groups for r in g if r < first)
+                state = [{"refs": g, "ids": [id_of[r] for r in g]} for g in groups]
+                last_id = self.store.last_id()
+                self.store.conn.execute("INSERT INTO replay_adds VALUES (?, ?, ?, ?, ?)",
+                                        (index, group, len(samples), last_id, _state_json(state)))
         except BaseException:
-            self._restore(committed if committed is not None else {"adds": [], "buffers": []})
+            self._load()  # the live policy already took the experience: back to the committed state
             raise
-        # The live policy still holds this add's provisional (negative) references: rebuild it from
-        # the committed state, exactly as a resumed run would load it.
-        self._restore(state)
+        self._adds.append(group)
+        self._last_ids.append(last_id)
+        self._id_of = id_of
+        self._ids = [id_of[r] for g in groups for r in g]
 
-    def _buffer_refs(self) -> list[int]:
-        data = self._policy.buffer
-        return [int(data[i]) for i in range(len(data))]
+    def rollback(self, n_adds: int) -> None:
+        """Go back to the state right after the first `n_adds` adds, in one transaction: the rows
+        and samples of later adds are deleted (their sample ids will be handed out again), samples
+        they evicted come back, and sample(n, rng) draws what it drew then. `rollback(len(adds))`
+        changes nothing."""
+        if isinstance(n_adds, bool) or not isinstance(n_adds, (int, np.integer)):
+            raise TypeError(f"n_adds must be an int (a count of adds), got {n_adds!r}")
+        n_adds = int(n_adds)
+        if not self._floor <= n_adds <= len(self._adds):
+            why = f"forget_history({self._floor}) dropped what earlier states need" if n_adds < self._floor else ""
+            raise ValueError(f"rollback({n_adds}): this memory can go back to {self._floor}..."
+                             f"{len(self._adds)} adds{'; ' + why if why else ''}")
+        if n_adds == len(self._adds):
+            return
+        try:
+            with self.store.transaction():
+                self.store.conn.execute("DELETE FROM replay_adds WHERE add_index >= ?", (n_adds,))
+                self.store.rewind(self._last_ids[n_adds - 1] if n_adds else 0)
+        finally:
+            self._load()
+
+    def forget_history(self, n_adds: int) -> int:
+        """Delete the evicted samples that only rollback() to fewer than `n_adds` adds would need
+        (call it once a checkpoint at `n_adds` adds is safely written); returns how many were
+        deleted. Afterwards rollback(m) needs m >= n_adds."""
+        if isinstance(n_adds, bool) or not isinstance(n_adds, (int, np.integer)) or not 0 <= n_adds <= len(self._adds):
+            raise ValueError(f"forget_history() needs an int in 0...{len(self._adds)}, got {n_adds!r}")
+        n_adds = int(n_adds)
+        if n_adds <= self._floor:
+            return 0
+        needed = {i for (state,) in self.store.conn.execute(
+            "SELECT state FROM replay_adds WHERE add_index >= ?", (n_adds - 1,)) for g in json.loads(state)
+            for i in g["ids"]}
+        with self.store.transaction():
+            deleted = self.store.delete(sorted(set(self.store.ids()) - needed))
+            self.store.set_meta(FLOOR_KEY, n_adds)
+        self._floor = n_adds
+        return deleted
+
+    # -- reads ----------------------------------------------------------------------------------
 
     def sample(self, n: int, rng: np.random.Generator | int, *, replace: bool = False) -> list[Sample]:
         """`n` buffer samples drawn uniformly with `rng` (a numpy Generator, or an int seed): the same
@@ -238,25 +300,26 @@ class ReplayMemory:
         """The whole buffer, in the order of ids()."""
         return self.store.get(self._ids)
 
+    def counts(self) -> dict[str, int]:
+        """Buffer samples per group, groups in the order they were first added."""
+        counts = Counter(self.store.group_of(self._ids))
+        return {g: counts[g] for g in dict.fromkeys(self._adds) if counts[g]}
+
     def groups(self) -> list[str]:
         """Groups with samples in the buffer, in the order they were first added."""
-        present = set(self.store.groups())
-        return [g for g in dict.fromkeys(self._adds) if g in present]
-
-    def counts(self) -> dict[str, int]:
-        """Buffer samples per group, in the order of groups()."""
-        return {g: self.store.count(g) for g in self.groups()}
+        return list(self.counts())
 
     @property
     def adds(self) -> list[str]:
-        """The group of every add() so far (for "balanced", one experience each)."""
+        """The group of every add() so far, oldest first; len(adds) is what rollback() takes."""
         return list(self._adds)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def snapshot(self, dst_path: str | os.PathLike):
-        """Write the committed buffer to a file that ReplayMemory(store_path=...) reopens."""
+        """Copy the store to a file that ReplayMemory(store_path=...) reopens (an export or backup;
+        a training checkpoint needs only len(adds), see rollback())."""
         return self.store.snapshot(dst_path)
 
     def close(self) -> None:
@@ -270,4 +333,4 @@ class ReplayMemory:
 
     def __repr__(self) -> str:
         return (f"ReplayMemory({self.policy!r}, max_size={self.max_size}, seed={self.seed}, "
-                f"store={self.store.path!r}, counts={self.counts()})")
+                f"store={self.store.path!r}, adds={len(self._adds)}, size={len(self._ids)})")

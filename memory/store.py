@@ -3,13 +3,16 @@
 Samples are grouped by a key (the stage/modality name, e.g. "grid"). Each sample is one row of
 `samples` (id, group, JSON fields from `encode_sample`) plus one row of `arrays` per numpy value
 (raw bytes with dtype and shape columns). A small `meta` table holds JSON values that callers want
-committed together with samples (the replay buffer keeps its policy state there).
+committed together with samples (ReplayMemory keeps its settings there, and its per-add
+states in its own `replay_adds` table of the same file).
 
 Durability: WAL journal with `synchronous=FULL`; every public write is one transaction, and
 `transaction()` groups several writes into one. A process killed at any instant (SIGKILL, power
 loss) leaves the last committed state on disk: never a partial sample or a half-swapped group.
 
-Ids are `INTEGER PRIMARY KEY AUTOINCREMENT`: increasing in insertion order, never reused.
+Ids are `INTEGER PRIMARY KEY AUTOINCREMENT`: increasing in insertion order, never reused, except
+that `rewind(last_id)` undoes every insert after `last_id` as if it had never happened (ReplayMemory
+rolls back with it, so a redone add gets the ids the undone one had).
 `path=":memory:"` gives a private in-memory store with the same API (nothing survives close).
 A connection is per process: after a fork (e.g. DataLoader workers) the child opens its own.
 """
@@ -169,6 +172,23 @@ class SampleStore:
         with self.transaction():
             self.conn.execute("DELETE FROM samples WHERE grp = ?", (group,))
             return self._insert(group, encoded)
+
+    def rewind(self, last_id: int) -> int:
+        """Delete every sample with an id above `last_id` and make the next insert get id
+        `last_id + 1` again, in one transaction; returns how many samples were deleted."""
+        (last_id,) = _int_ids([last_id])
+        if last_id < 0:
+            raise ValueError(f"rewind() needs an id >= 0, got {last_id}")
+        with self.transaction():
+            deleted = self.conn.execute("DELETE FROM samples WHERE id > ?", (last_id,)).rowcount
+            self.conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'samples' AND seq > ?",
+                              (last_id, last_id))
+        return deleted
+
+    def last_id(self) -> int:
+        """The highest id ever given out (0 before the first insert; lowered only by rewind())."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
+        return 0 if row is None else row[0]
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON value under `key` (in the caller's transaction, if any)."""

@@ -13,18 +13,25 @@ A connection (websocket, binary frames, `graft.envs.robot.codec`) goes:
 
 Requests on one connection are answered in order, one at a time; concurrency comes from several
 connections, which the server batches into one forward pass. Every observation is checked against
-the handshake's `ObservationSpec` (missing or unknown keys, shape, dtype, range, NaN, text length)
+the handshake's observation spec (missing or unknown keys, shape, dtype, range, NaN, text length)
 before it reaches the model, and a bad one is answered with an error message naming what was
 expected. A message larger than `max_message_bytes` closes the connection (websocket code 1009).
+
+A leaf module: it imports nothing of graft's, so both sides of the wire share it without pulling in
+anything else. Observation specs are duck-typed: anything with `modalities` (name -> a spec with
+`to_json()`), `text_keys` and `validate(obs)` serves, such as graft.envs.spec.ObservationSpec.
+`Metadata.from_message` gives the handshake's modalities as `WireModality` records (the spec JSON's
+fields as attributes) unless the caller passes `observation_spec` to build its own spec objects.
 """
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec
 
 PROTOCOL_VERSION = 1
 MAX_TEXT_CHARS = 512
@@ -33,6 +40,52 @@ MAX_TEXT_CHARS = 512
 BAD_MESSAGE = "bad_message"  # not msgpack, not a map, unknown type, missing field
 BAD_OBSERVATION = "bad_observation"  # fails the handshake's observation spec
 SERVER_ERROR = "server_error"  # the model raised; the server keeps serving
+
+
+class ObservationError(ValueError):
+    """An observation breaks the handshake's contract (answered with code bad_observation)."""
+
+
+def _error_type(spec: Any) -> type[Exception]:
+    """What validate_observation raises for `spec`: the ObservationError of the module defining the
+    spec's class when it has one (graft.envs.spec does, and the server catches that one), else this
+    module's. Looked up on the object instead of imported, which keeps this module a leaf."""
+    own = getattr(sys.modules.get(type(spec).__module__), "ObservationError", None)
+    return own if isinstance(own, type) and issubclass(own, Exception) else ObservationError
+
+
+@dataclass(frozen=True)
+class WireModality:
+    """One modality as the handshake describes it: the fields of the spec JSON
+    (graft.envs.spec.ModalitySpec.to_json) as attributes; `None` in `shape` means any size."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    low: float | None = None
+    high: float | None = None
+    description: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WireModality:
+        return cls(name=str(data["name"]), shape=tuple(data["shape"]), dtype=str(data["dtype"]),
+                   low=data.get("low"), high=data.get("high"), description=str(data.get("description", "")))
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low,
+                "high": self.high, "description": self.description}
+
+
+@dataclass(frozen=True)
+class WireObservation:
+    """The handshake's observation contract as received: modalities and free-text keys."""
+
+    modalities: Mapping[str, WireModality]
+    text_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, modalities: Mapping[str, Mapping[str, Any]], text_keys: tuple[str, ...]) -> WireObservation:
+        return cls({k: WireModality.from_json(v) for k, v in modalities.items()}, tuple(text_keys))
 
 
 class ServerError(RuntimeError):
@@ -74,7 +127,7 @@ class Metadata:
     (the env's 1/dt); a chunk of `chunk_size` actions spans chunk_size / control_rate_hz seconds.
     """
 
-    observation: ObservationSpec
+    observation: Any  # duck-typed observation spec (see the module docstring)
     action_space: gym.Space
     control_rate_hz: float
     chunk_size: int = 1
@@ -88,7 +141,7 @@ class Metadata:
     def to_message(self) -> dict:
         return {
             "type": "metadata", "protocol": self.protocol,
-            "modalities": {k: s.to_json() for k, s in self.observation.modalities.items()},
+            "modalities": {k: _spec_json(s) for k, s in self.observation.modalities.items()},
             "text_keys": list(self.observation.text_keys),
             "action_space": space_to_json(self.action_space, self.action_names),
             "control_rate_hz": float(self.control_rate_hz), "chunk_size": int(self.chunk_size),
@@ -97,14 +150,17 @@ class Metadata:
         }
 
     @classmethod
-    def from_message(cls, msg: Mapping[str, Any]) -> "Metadata":
+    def from_message(cls, msg: Mapping[str, Any],
+                     observation_spec: Callable[[dict[str, dict], tuple[str, ...]], Any] | None = None) -> Metadata:
+        """The server's handshake. `observation_spec(modalities_json, text_keys)` builds
+        `observation` (default: WireObservation.from_json, records without checks)."""
         if not isinstance(msg, Mapping) or msg.get("type") != "metadata":
             raise ValueError(f"expected the server's metadata message first, got {_brief(msg)}")
         if msg.get("protocol") != PROTOCOL_VERSION:
             raise ValueError(f"server speaks protocol {msg.get('protocol')}, this client {PROTOCOL_VERSION}")
-        modalities = {k: ModalitySpec.from_json(v) for k, v in msg["modalities"].items()}
+        build = observation_spec or WireObservation.from_json
         return cls(
-            observation=ObservationSpec(modalities, text_keys=tuple(msg.get("text_keys", ()))),
+            observation=build(dict(msg["modalities"]), tuple(msg.get("text_keys", ()))),
             action_space=space_from_json(msg["action_space"]),
             action_names=msg["action_space"].get("names"),
             control_rate_hz=float(msg["control_rate_hz"]), chunk_size=int(msg["chunk_size"]),
@@ -118,24 +174,30 @@ class Metadata:
         return {k: obs[k] for k in keys if k in obs}
 
 
-def validate_observation(obs: Any, spec: ObservationSpec, max_text: int = MAX_TEXT_CHARS) -> dict[str, Any]:
-    """Check one observation against the handshake; return it or raise ObservationError."""
+def _spec_json(spec: Any) -> dict:
+    """A modality spec as handshake JSON: its to_json(), or the spec itself when it is a plain dict."""
+    return dict(spec) if isinstance(spec, Mapping) else spec.to_json()
+
+
+def validate_observation(obs: Any, spec: Any, max_text: int = MAX_TEXT_CHARS) -> dict[str, Any]:
+    """Check one observation against the handshake's `spec` (its `validate(obs)` checks the
+    modalities; here: unknown keys and the text keys). Returns it, or raises the spec's
+    ObservationError (see _error_type)."""
+    error = _error_type(spec)
     if not isinstance(obs, Mapping):
-        raise ObservationError(f"observation must be a map of modality name to value, "
-                               f"got {type(obs).__name__}")
+        raise error(f"observation must be a map of modality name to value, got {type(obs).__name__}")
     allowed = [*spec.modalities, *spec.text_keys]
     unknown = sorted(str(k) for k in obs if k not in allowed)
     if unknown:
-        raise ObservationError(f"observation has unknown keys {unknown}; this server reads {allowed}")
+        raise error(f"observation has unknown keys {unknown}; this server reads {allowed}")
     arrays = spec.validate(obs)
     texts = {}
     for key in spec.text_keys:
         value = obs.get(key)
         if not isinstance(value, str):
-            raise ObservationError(f"text key '{key}': expected a str (e.g. the mission), "
-                                   f"got {type(value).__name__}")
+            raise error(f"text key '{key}': expected a str (e.g. the mission), got {type(value).__name__}")
         if len(value) > max_text:
-            raise ObservationError(f"text key '{key}': {len(value)} characters, at most {max_text} allowed")
+            raise error(f"text key '{key}': {len(value)} characters, at most {max_text} allowed")
         texts[key] = value
     return {**arrays, **texts}
 

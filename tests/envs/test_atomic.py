@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from graft.envs.atomic import recover_dir, write_dir_atomic
 
 
@@ -49,9 +48,9 @@ def test_a_failing_writer_keeps_the_previous_folder(tmp_path):
 def test_read_checkpoint_recovers_a_swapped_out_checkpoint(tmp_path):
     import json
 
+    import torch
     from graft.curricula.checkpoint import read_checkpoint
     from safetensors.torch import save_file
-    import torch
 
     def write(tmp):
         (tmp / "state.json").write_text(json.dumps({"stage": 1}))

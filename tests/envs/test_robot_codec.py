@@ -1,5 +1,12 @@
-"""The msgpack + numpy codec: exact round trips, and only CodecError on anything else."""
+"""The msgpack + numpy codec: exact round trips, and only CodecError on anything else; the wire
+contract (codec, protocol) and atomic writes as leaf modules that import nothing else of graft's."""
 from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -75,3 +82,64 @@ def test_random_bytes_decode_or_raise_codec_error_only(data):
         decode(data)
     except CodecError:
         pass
+
+
+# -- the wire contract's leaf modules -------------------------------------------------------------
+
+LEAVES = {"graft.envs.robot.codec": "envs/robot/codec.py", "graft.envs.robot.protocol": "envs/robot/protocol.py",
+          "graft.envs.atomic": "envs/atomic.py"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("module", sorted(LEAVES))
+def test_leaf_modules_import_nothing_else_of_graft(module):
+    code = (f"import sys, json, {module}\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m == 'graft' or m.startswith('graft.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    parents = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
+    assert set(json.loads(out.stdout)) == parents | {module}
+    # not even inside a function, where the import check above would not see it
+    tree = ast.parse((ROOT / LEAVES[module]).read_text())
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.split(".")[0] == "graft"]
+
+
+def test_protocol_works_on_duck_typed_specs_and_gives_wire_records_back():
+    import gymnasium as gym
+    from graft.envs.robot.protocol import Metadata, ObservationError, WireModality, validate_observation
+
+    class Spec:  # an observation spec with the duck-typed interface, no graft class involved
+        def __init__(self):
+            self.modalities = {"proprio": {"name": "proprio", "shape": [2], "dtype": "float32", "low": -1.0,
+                                           "high": 1.0, "description": "joints"}}
+            self.text_keys = ("mission",)
+
+        def validate(self, obs):
+            return {"proprio": np.asarray(obs["proprio"], np.float32)}
+
+    meta = Metadata(Spec(), gym.spaces.Discrete(3), control_rate_hz=10)
+    back = Metadata.from_message(decode(encode(meta.to_message())))
+    assert back.observation.modalities == {"proprio": WireModality("proprio", (2,), "float32", -1.0, 1.0, "joints")}
+    assert back.observation.text_keys == ("mission",) and back.action_space == gym.spaces.Discrete(3)
+    assert back.to_message() == meta.to_message()
+    built = Metadata.from_message(meta.to_message(), observation_spec=lambda mods, text: (sorted(mods), text))
+    assert built.observation == (["proprio"], ("mission",))
+    ok = validate_observation({"proprio": [0.5, 0.5], "mission": "go"}, Spec())
+    assert ok["mission"] == "go" and ok["proprio"].dtype == np.float32
+    with pytest.raises(ObservationError, match=r"unknown keys \['lidar'\]"):
+        validate_observation({"proprio": [0, 0], "mission": "go", "lidar": 1}, Spec())
+    with pytest.raises(ObservationError, match="at most 4"):
+        validate_observation({"proprio": [0, 0], "mission": "a long one"}, Spec(), max_text=4)
+
+
+def test_protocol_raises_the_error_class_of_the_spec_it_was_given():
+    """The server catches graft.envs.spec.ObservationError; protocol finds it without importing it."""
+    from graft.envs.robot import protocol
+    from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec
+
+    spec = ObservationSpec({"proprio": ModalitySpec("proprio", (2,), "float32")})
+    for bad in ({"proprio": np.zeros(2, np.float32), "mission": "m", "x": 1},  # protocol's own check
+                {"proprio": np.zeros(3, np.float32), "mission": "m"}):  # the spec's check
+        with pytest.raises(ObservationError):
+            protocol.validate_observation(bad, spec)

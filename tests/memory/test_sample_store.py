@@ -58,6 +58,21 @@ def test_reopen_sees_committed_samples_and_meta(tmp_path):
         assert s.get_meta("missing", 5) == 5
 
 
+def test_rewind_undoes_later_inserts_and_hands_their_ids_out_again(store):
+    assert store.last_id() == 0
+    ids = store.put_many("grid", [record("grid", i) for i in range(5)])
+    store.delete(ids[:1])
+    assert store.last_id() == ids[-1]
+    assert store.rewind(ids[1]) == 3  # ids[2:] deleted, with their arrays
+    assert store.ids() == [ids[1]] and store.last_id() == ids[1]
+    assert store.put("rgb", record("rgb", 0)) == ids[2]  # as if the undone inserts never happened
+    assert store.rewind(ids[-1] + 10) == 0 and store.last_id() == ids[2]  # never raises the counter
+    assert store.integrity_check() == "ok"
+    assert store.conn.execute("SELECT COUNT(*) FROM arrays").fetchone()[0] == 2 * 2
+    with pytest.raises(ValueError, match=">= 0"):
+        store.rewind(-1)
+
+
 def test_bad_sample_or_group_writes_nothing(store):
     store.put_many("grid", [record("grid", 0)])
     with pytest.raises(SampleError, match="'bad'"):
