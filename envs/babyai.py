@@ -11,28 +11,27 @@
 the agent stands at row 6, col 3 and looks towards row 0. Cell codes are minigrid's
 OBJECT_TO_IDX / COLOR_TO_IDX / STATE_TO_IDX. Actions are Discrete(7), named in ACTION_NAMES.
 `info["is_success"]` is True on the step that completes the mission.
+
+Next to the env live its language and its expert, found by the generic code through the wrapper
+chain: `describe(obs, rng)` (captions and questions for grid and rgb, `graft.envs.babyai_language`),
+`caption_prompts`, and `make_expert(**kwargs)` (minigrid's BabyAIBot, `graft.envs.experts`).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import string
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* and MiniGrid-* ids)
 import numpy as np
+from graft.envs.babyai_grid import AGENT_COL, AGENT_ROW, OBJECT_TYPES, VIEW, Seen, cell_kind, visible_objects  # noqa: F401
 from graft.envs.spec import ModalitySpec, ObservationSpec
-from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
 
 ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
 DIRECTION_NAMES = ("east", "south", "west", "north")
-VIEW = 7  # minigrid's default agent_view_size
-AGENT_ROW, AGENT_COL = VIEW - 1, VIEW // 2
 MISSION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
-IDX_TO_STATE = {v: k for k, v in STATE_TO_IDX.items()}
-OBJECT_TYPES = ("key", "ball", "box", "door")  # what captions and questions talk about
 
 
 def modality_specs(tile_size: int = 8) -> dict[str, ModalitySpec]:
@@ -44,43 +43,6 @@ def modality_specs(tile_size: int = 8) -> dict[str, ModalitySpec]:
         "grid": ModalitySpec("grid", (VIEW, VIEW, 3), "uint8", 0, 10,
                              "egocentric 7x7 view, [row, col] -> (object, colour, state) indices"),
     }
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One object in the agent's view, in agent-relative steps (ahead > 0, right > 0)."""
-
-    kind: str  # "key" | "ball" | "box" | "door"
-    color: str
-    ahead: int
-    right: int
-    state: str = ""  # doors: "open" | "closed" | "locked"
-
-    @property
-    def name(self) -> str:
-        return f"{self.color} {self.kind}"
-
-
-def visible_objects(grid: np.ndarray) -> list[Seen]:
-    """Objects in a (7, 7, 3) `grid` observation, nearest first (ties: left to right)."""
-    found = []
-    for row in range(VIEW):
-        for col in range(VIEW):
-            kind = IDX_TO_OBJECT[int(grid[row, col, 0])]
-            if kind not in OBJECT_TYPES or (row, col) == (AGENT_ROW, AGENT_COL):
-                continue
-            state = IDX_TO_STATE[int(grid[row, col, 2])] if kind == "door" else ""
-            found.append(Seen(kind, IDX_TO_COLOR[int(grid[row, col, 1])],
-                              AGENT_ROW - row, col - AGENT_COL, state))
-    return sorted(found, key=lambda s: (abs(s.ahead) + abs(s.right), s.right, s.ahead))
-
-
-def cell_kind(grid: np.ndarray, ahead: int, right: int) -> str:
-    """Object type at an agent-relative cell ("unseen" outside the view)."""
-    row, col = AGENT_ROW - ahead, AGENT_COL + right
-    if not (0 <= row < VIEW and 0 <= col < VIEW):
-        return "unseen"
-    return IDX_TO_OBJECT[int(grid[row, col, 0])]
 
 
 class BabyAIEnv(gym.Env):
@@ -132,6 +94,27 @@ class BabyAIEnv(gym.Env):
         obj = self.minigrid.carrying
         return f"{obj.color} {obj.type}" if obj is not None else ""
 
+    # -- language and expert (found by graft.envs.captions / graft.envs.experts) ----------------
+    def describe(self, obs: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, tuple]:
+        """`{"grid": (caption, [(question, answer), ...]), "rgb": (same)}` for one observation."""
+        from graft.envs.babyai_language import describe_babyai
+
+        return describe_babyai(self, obs)
+
+    @property
+    def caption_prompts(self) -> dict[str, tuple[str, ...]]:
+        """Prompts that ask for a caption, per described modality."""
+        from graft.envs.babyai_language import CAPTION_PROMPTS
+
+        return CAPTION_PROMPTS
+
+    def make_expert(self, **kwargs):
+        """The expert for this level: `BabyAIExpert(**kwargs)` (BabyAIBot with step/time budgets)."""
+        from graft.envs.experts import BabyAIExpert
+
+        return BabyAIExpert(**kwargs)
+
+    # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         # Level generation prints "Sampling rejected: ..." for every retry; keep stdout clean.
@@ -161,6 +144,6 @@ class BabyAIEnv(gym.Env):
         }
 
 
-def make_babyai_env(**kwargs) -> BabyAIEnv:
+def make_babyai_env(name: str | None = None, **kwargs) -> BabyAIEnv:
     """Hydra factory: `_target_: graft.envs.babyai.make_babyai_env` plus BabyAIEnv's kwargs."""
-    return BabyAIEnv(**kwargs)
+    return BabyAIEnv(name=name, **kwargs)

@@ -1,7 +1,11 @@
 """Training data from simulators: captions (MM PT), questions and demonstrations (MM IT).
 
-`generate_dataset(env, out_dir, episodes, seed)` runs the env's expert from privileged state,
-keeps the episodes it solves, and writes one flat record per (step, utterance):
+`generate_dataset(env, out_dir, episodes, seed)` runs the env's expert from privileged state
+(`experts.make_expert`: the first `make_expert` on the env's wrapper chain), keeps the episodes it
+solves, and writes one flat record per (step, utterance). Demonstrations are written for every
+modality of `spec.env_modality_specs(env)` (the Box entries of the outermost observation space, so a
+sensor a wrapper adds counts); captions and questions for the modalities a describer on the wrapper
+chain talks about (`captions.describe`). A sensor without a describer still gets demos.
 
     episode_seed int64          reset seed of the episode (train and test never share one)
     step         int32          step index in the episode
@@ -11,11 +15,12 @@ keeps the episodes it solves, and writes one flat record per (step, utterance):
     response     str            short verifiable answer; for demos the action name (discrete) or
                                 the continuous action as space-separated numbers
     action       list[float32]  demos: [action id] or the continuous action; [] otherwise
-    mission      str            the episode's mission
+    mission      str            the episode's mission ("" for an env without a `mission` key)
     env          str            env name (the config's `name`)
-    <obs keys>                  every observation array of that step: BabyAI rgb uint8 (56,56,3),
-                                grid uint8 (7,7,3), direction int; reach rgb uint8 (64,64,3),
-                                depth float32 (64,64), proprio float32 (6,)
+    <obs keys>                  every observation entry of that step (`features_for`): BabyAI
+                                rgb uint8 (56,56,3), grid uint8 (7,7,3), direction int; reach rgb
+                                uint8 (64,64,3), depth float32 (64,64), proprio float32 (6,),
+                                objects float32 (N,5); plus whatever a wrapper adds
 
 Written as `<out_dir>/<split>.parquet` with Hugging Face `datasets` (features kept in the Parquet
 metadata) plus `datagen.json` (counts, seeds, sizes, timing). Same arguments → same rows.
@@ -26,6 +31,7 @@ uint8 images to int64, `to_torch` restores the declared dtypes.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,29 +41,59 @@ import datasets
 import gymnasium as gym
 import numpy as np
 from graft.envs.atomic import write_json_atomic
-from graft.envs.captions import describe, language_modalities
+from graft.envs.captions import describe, describers
 from graft.envs.experts import ExpertFailure, make_expert
-from graft.envs.rollout import make_env_factory
+from graft.envs.factory import make_env_factory
+from graft.envs.spec import env_modality_specs
 
 DEFAULT_SPLITS = {"train": 0.8, "test": 0.2}
 
 
-def features_for(space: gym.spaces.Dict) -> dict[str, Any]:
-    """`datasets` features for the observation columns of an env's Dict observation space."""
+RECORD_COLUMNS = ("episode_seed", "step", "kind", "modalities", "prompt", "response", "action", "mission", "env")
+_ARRAYS = {2: datasets.Array2D, 3: datasets.Array3D, 4: datasets.Array4D, 5: datasets.Array5D}
+
+
+def features_for(space: gym.spaces.Space) -> dict[str, Any]:
+    """`datasets` features for the observation columns of an env's Dict observation space.
+
+    Box: a scalar Value (shape ()), a fixed-length Sequence (1-D) or an Array2D..Array5D; Discrete:
+    int64; MultiDiscrete / MultiBinary: int64 the same way; Text: a string (the `mission` Text has
+    its own column). Other spaces, or a key that collides with a record column, are a clear error.
+    """
+    if not isinstance(space, gym.spaces.Dict):
+        raise TypeError(f"datagen needs an env with a Dict observation space (a modality dict such as "
+                        f"{{'rgb': Box, 'mission': Text}}), got {space}")
     out = {}
     for key, sub in space.spaces.items():
-        if isinstance(sub, gym.spaces.Text):
+        if key == "mission" and isinstance(sub, gym.spaces.Text):
             continue  # the mission has its own column
-        if isinstance(sub, gym.spaces.Discrete):
-            out[key] = datasets.Value("int64")
-        elif isinstance(sub, gym.spaces.Box) and len(sub.shape) in (2, 3):
-            array = datasets.Array2D if len(sub.shape) == 2 else datasets.Array3D
-            out[key] = array(shape=sub.shape, dtype=str(sub.dtype))
-        elif isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1:
-            out[key] = datasets.Sequence(datasets.Value(str(sub.dtype)), length=sub.shape[0])
-        else:
-            raise TypeError(f"observation {key!r}: no dataset column for {sub}")
+        if key in RECORD_COLUMNS:
+            raise ValueError(f"observation key {key!r} collides with the record column of that name; "
+                             f"rename the sensor (record columns: {list(RECORD_COLUMNS)})")
+        out[key] = _feature(key, sub)
     return out
+
+
+def _feature(key: str, sub: gym.spaces.Space) -> Any:
+    if isinstance(sub, gym.spaces.Text):
+        return datasets.Value("string")
+    if isinstance(sub, gym.spaces.Discrete):
+        return datasets.Value("int64")
+    if isinstance(sub, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        dtype, shape = "int64", tuple(sub.shape)
+    elif isinstance(sub, gym.spaces.Box):
+        dtype, shape = str(sub.dtype), tuple(sub.shape)
+    else:
+        raise TypeError(f"observation {key!r}: no dataset column for {sub}; expected Box, Discrete, "
+                        "MultiDiscrete, MultiBinary or Text")
+    if len(shape) == 0:
+        return datasets.Value(dtype)
+    if len(shape) == 1:
+        return datasets.Sequence(datasets.Value(dtype), length=shape[0])
+    if len(shape) in _ARRAYS:
+        return _ARRAYS[len(shape)](shape=shape, dtype=dtype)
+    raise TypeError(f"observation {key!r}: {len(shape)}-D arrays {shape} have no dataset column; "
+                    "expected at most 5 dimensions")
 
 
 def record_features(space: gym.spaces.Dict) -> datasets.Features:
@@ -69,6 +105,13 @@ def record_features(space: gym.spaces.Dict) -> datasets.Features:
         "mission": datasets.Value("string"), "env": datasets.Value("string"),
         **features_for(space),
     })
+
+
+def demo_modalities_for(specs: Mapping[str, Any], described: list[str]) -> list[str]:
+    """The modalities demos are written for: every spec'd modality, the described ones first (in the
+    order the describers give them), then the rest in observation-space order."""
+    first = [m for m in dict.fromkeys(described) if m in specs]
+    return first + [m for m in specs if m not in first]
 
 
 def episode_seeds(seed: int) -> Iterator[int]:
@@ -95,28 +138,34 @@ def action_text(env: gym.Env, action: Any) -> tuple[str, list[float]]:
 def run_episode(env: gym.Env, ep_seed: int, *, language_every: int = 2, questions: int = 2,
                 demo_modalities: str = "each", max_steps: int = 1000) -> list[dict]:
     """All records of one expert episode; raises ExpertFailure if the expert does not succeed."""
+    if language_every < 1:
+        raise ValueError(f"language_every must be >= 1 (a step interval), got {language_every}")
     expert = make_expert(env)
     obs, info = env.reset(seed=ep_seed)
     expert.reset(env)
-    mods = language_modalities(env)
-    demo_sets = {"each": [[m] for m in mods], "all": [list(mods)],
-                 "each+all": [[m] for m in mods] + [list(mods)]}[demo_modalities]
+    specs = env_modality_specs(env)
     name = getattr(env.unwrapped, "name", type(env.unwrapped).__name__)
-    records = []
+    records, demo_sets = [], None
     for step in range(max_steps):
         action = expert.act()
-        base = {"episode_seed": ep_seed, "step": step, "mission": obs["mission"], "env": name,
+        mission = obs.get("mission", "")
+        base = {"episode_seed": ep_seed, "step": step, "mission": mission, "env": name,
                 **{k: v for k, v in obs.items() if k != "mission"}}
+        said = []
         if step % language_every == 0:
-            rng = np.random.default_rng([ep_seed, step])
-            for u in describe(env, obs, rng, questions=questions):
+            said = describe(env, obs, np.random.default_rng([ep_seed, step]), questions=questions)
+            for u in said:
                 records.append({**base, "kind": u.kind, "modalities": [u.modality], "prompt": u.prompt,
                                 "response": u.response, "action": []})
+        if demo_sets is None:  # step 0 always has language: fix the episode's demo modality order
+            mods = demo_modalities_for(specs, [u.modality for u in said])
+            demo_sets = {"each": [[m] for m in mods], "all": [mods],
+                         "each+all": [[m] for m in mods] + [mods]}[demo_modalities]
         response, values = action_text(env, action)
         for modalities in demo_sets:
             tags = "\n".join(f"<{m}>" for m in modalities)
             records.append({**base, "kind": "demo", "modalities": modalities, "response": response,
-                            "prompt": f"{tags}\nMission: {obs['mission']}\nWhat is the next action?",
+                            "prompt": f"{tags}\nMission: {mission}\nWhat is the next action?",
                             "action": values})
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
@@ -136,10 +185,13 @@ def generate_dataset(
     questions: int = 2,
     demo_modalities: str = "each",
     max_failures: int | None = None,
+    progress: bool = True,
 ) -> datasets.DatasetDict:
     """Generate, write (if `out_dir`) and return a DatasetDict; see the module docstring.
 
-    `env` is an env config (with `_target_`), a config name under configs/env, or a factory.
+    `env` is an env config (with `_target_` and optional `wrappers`, see graft.envs.factory), a
+    config name under configs/env, or a factory. With `progress`, one line on stderr when it starts
+    and one when it is done (episodes, rows per kind, seconds).
     `splits` maps split name → fraction of `episodes`; every split gets at least one episode.
     Episodes the expert fails are skipped and replaced by fresh seeds (at most `max_failures`,
     default `episodes`, before giving up with ExpertFailure). datagen.json's `samples_per_s` is
@@ -154,12 +206,20 @@ def generate_dataset(
     counts = _split_counts(episodes, splits)
     factory = make_env_factory(env)
     instance = factory()
-    features = record_features(instance.observation_space)
     seeds_iter = episode_seeds(seed)
     max_failures = episodes if max_failures is None else max_failures
     out, report = {}, {"seed": seed, "splits": {}, "skipped": []}
+    label = getattr(instance.unwrapped, "name", type(instance.unwrapped).__name__)
     started = time.perf_counter()
     try:
+        features = record_features(instance.observation_space)
+        mods = list(env_modality_specs(instance))
+        if not mods:
+            raise ValueError(f"{label} emits no modalities (Box entries of its Dict observation space); "
+                             "datagen has nothing to write demonstrations for")
+        make_expert(instance)  # no expert: a clear TypeError now, not after the first reset
+        _say(progress, f"datagen {label}: {episodes} expert episodes {dict(counts)}, modalities {mods}, "
+                       f"described: {_described(instance)} ...")
         for split, n in counts.items():
             rows, used = [], []
             while len(used) < n:
@@ -174,7 +234,7 @@ def generate_dataset(
                         raise ExpertFailure(f"expert failed {len(report['skipped'])} episodes; last: {exc}")
             out[split] = datasets.Dataset.from_list(rows, features=features)
             report["splits"][split] = {"episodes": n, "episode_seeds": used, "rows": len(rows)}
-        report["env"] = getattr(instance.unwrapped, "name", type(instance.unwrapped).__name__)
+        report["env"] = label
     finally:
         instance.close()
     seconds = time.perf_counter() - started
@@ -185,7 +245,21 @@ def generate_dataset(
                                 for k in ("caption", "qa", "demo")})
     if out_dir is not None:
         write_generated(dd, out_dir, report)
+    kinds = ", ".join(f"{n} {k}" for k, n in report["rows_by_kind"].items())
+    _say(progress, f"datagen {label}: done, {episodes} episodes ({len(report['skipped'])} skipped), "
+                   f"{total} rows ({kinds}) in {time.perf_counter() - started:.1f} s"
+                   + (f" -> {out_dir}" if out_dir is not None else ""))
     return dd
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _described(env: gym.Env) -> list[str]:
+    """Names of the layers that describe observations (for the progress line)."""
+    return [type(layer).__name__ for layer in describers(env)] or ["nothing (demos only)"]
 
 
 def _split_counts(episodes: int, splits: Mapping[str, float]) -> dict[str, int]:

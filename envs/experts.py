@@ -10,19 +10,21 @@
   action is then a seeded random one).
 
 Every expert has `reset(env)` (call after `env.reset`) and `act(action_taken=None)`.
+`make_expert(env)` asks the env's layers for one: any Wrapper or env with a `make_expert(**kwargs)`
+method (BabyAIEnv and ReachEnv return the two above), so a user's env brings its own expert.
 """
 from __future__ import annotations
 
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-from graft.envs.babyai import BabyAIEnv
-from graft.envs.mujoco_reach import ReachEnv
+from graft.envs.factory import env_layers, find_on_layers
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
 
@@ -70,7 +72,7 @@ class BabyAIExpert:
 
     def reset(self, env: gym.Env) -> None:
         unwrapped = env.unwrapped
-        if not isinstance(unwrapped, BabyAIEnv):
+        if not hasattr(unwrapped, "minigrid"):  # graft.envs.babyai.BabyAIEnv
             raise TypeError(f"BabyAIExpert needs a BabyAIEnv, got {type(unwrapped).__name__}")
         self.env = unwrapped
         self.steps = 0
@@ -108,7 +110,7 @@ class ReachExpert:
 
     def reset(self, env: gym.Env) -> None:
         unwrapped = env.unwrapped
-        if not isinstance(unwrapped, ReachEnv):
+        if not hasattr(unwrapped, "tip_jacobian"):  # graft.envs.mujoco_reach.ReachEnv
             raise TypeError(f"ReachExpert needs a ReachEnv, got {type(unwrapped).__name__}")
         self.env = unwrapped
 
@@ -123,13 +125,18 @@ class ReachExpert:
 
 
 def make_expert(env: gym.Env, **kwargs) -> Expert:
-    """The expert for `env` (BabyAIEnv → BabyAIExpert, ReachEnv → ReachExpert), not yet reset."""
-    unwrapped = env.unwrapped
-    if isinstance(unwrapped, BabyAIEnv):
-        return BabyAIExpert(**kwargs)
-    if isinstance(unwrapped, ReachEnv):
-        return ReachExpert(**kwargs)
-    raise TypeError(f"no expert for {type(unwrapped).__name__}; known: BabyAIEnv, ReachEnv")
+    """The expert for `env`, not yet reset: from the outermost layer of its wrapper chain (a Wrapper
+    or the unwrapped env) that has a `make_expert(**kwargs)` method. BabyAIEnv gives BabyAIExpert,
+    ReachEnv gives ReachExpert; a user's env or wrapper provides one the same way."""
+    for layer in find_on_layers(env, "make_expert"):
+        if callable(layer.make_expert):
+            return layer.make_expert(**kwargs)
+    chain = " -> ".join(type(layer).__name__ for layer in env_layers(env))
+    raise TypeError(
+        f"no expert for {chain}: give the env (or one of its wrappers) a method "
+        "`make_expert(self, **kwargs)` that returns an object with `reset(env)` and "
+        "`act(action_taken=None) -> action` (see graft.envs.experts.Expert); "
+        "BabyAIEnv and ReachEnv have one")
 
 
 class ExpertInfo(gym.Wrapper):

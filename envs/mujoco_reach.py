@@ -16,6 +16,10 @@ Actions are joint-velocity commands in [-1, 1] (scaled by `max_joint_speed` rad/
 terminates on success (fingertip within `success_radius` of the target) and truncates at
 `max_steps`. The target colour, the distractor colour and both positions come from the
 reset seed.
+
+Next to the env live its language and its expert, found by the generic code through the wrapper
+chain: `describe(obs, rng)` (captions and questions per modality, `graft.envs.mujoco_reach_language`),
+`caption_prompts`, and `make_expert(**kwargs)` (inverse kinematics, `graft.envs.experts.ReachExpert`).
 """
 from __future__ import annotations
 
@@ -231,6 +235,26 @@ class ReachEnv(gym.Env):
         forward = -self.data.cam_xmat[cam].reshape(3, 3)[:, 2]  # cameras look down their -z axis
         return float(np.dot(np.array([xy[0], xy[1], z]) - self.data.cam_xpos[cam], forward))
 
+    # -- language and expert (found by graft.envs.captions / graft.envs.experts) ----------------
+    def describe(self, obs: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, tuple]:
+        """`{modality: (caption, [(question, answer), ...])}` for rgb, depth, proprio (and objects)."""
+        from graft.envs.mujoco_reach_language import describe_reach
+
+        return describe_reach(self, obs)
+
+    @property
+    def caption_prompts(self) -> dict[str, tuple[str, ...]]:
+        """Prompts that ask for a caption, per described modality."""
+        from graft.envs.mujoco_reach_language import CAPTION_PROMPTS
+
+        return CAPTION_PROMPTS
+
+    def make_expert(self, **kwargs):
+        """The expert for this task: `ReachExpert(**kwargs)` (damped least squares on the tip Jacobian)."""
+        from graft.envs.experts import ReachExpert
+
+        return ReachExpert(**kwargs)
+
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -327,8 +351,8 @@ class ReachEnv(gym.Env):
         return {"is_success": bool(dist <= self.success_radius), "distance": dist}
 
 
-def make_reach_env(**kwargs) -> ReachEnv:
+def make_reach_env(name: str = "mujoco_reach", **kwargs) -> ReachEnv:
     """Hydra factory: `_target_: graft.envs.mujoco_reach.make_reach_env` plus ReachEnv's kwargs."""
     if "colors" in kwargs and kwargs["colors"] is not None:
         kwargs["colors"] = tuple(kwargs["colors"])
-    return ReachEnv(**kwargs)
+    return ReachEnv(name=name, **kwargs)

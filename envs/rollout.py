@@ -2,10 +2,12 @@
 
     rollout(env, policy, episodes, num_envs, seed, out_dir) -> summary dict
 
-`env` is an env config (`_target_` + kwargs), a config name under configs/env, or a zero-argument
-factory. `policy(obs_batch, infos) -> actions` is called once per step for all sub-envs: `obs_batch`
-is the vector env's batched observation dict (arrays with a leading num_envs axis, the missions a
-tuple of str), `infos` its batched info dict. A policy may also have
+`env` is an env config (`_target_` + kwargs, optional `wrappers`; see graft.envs.factory, which
+holds `make_env_factory` and `load_env_config`, re-exported here), a config name under
+configs/env, or a zero-argument factory. `policy(obs_batch, infos) -> actions` is called once per
+step for all sub-envs: `obs_batch` is the vector env's batched observation dict (arrays with a
+leading num_envs axis, the missions a tuple of str), `infos` its batched info dict. A policy may
+also have
 
     reset(env_ids)   called with the sub-envs whose episode starts now (all of them first)
     wrap_env(env)    a picklable callable applied to every sub-env when it is built
@@ -25,7 +27,6 @@ from __future__ import annotations
 import functools
 import os
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,41 +34,11 @@ import gymnasium as gym
 import numpy as np
 from graft.envs.actions import validate_actions
 from graft.envs.atomic import write_json_atomic
+from graft.envs.factory import EnvFactory, env_config_dir, load_env_config, make_env_factory
 from tqdm.auto import tqdm
 
-EnvFactory = Callable[[], gym.Env]
-
-
-def env_config_dir() -> Path:
-    """configs/env inside the installed package."""
-    return Path(str(resources.files("graft.configs"))) / "env"
-
-
-def load_env_config(name: str):
-    """The OmegaConf config `configs/env/<name>.yaml`."""
-    from omegaconf import OmegaConf
-
-    path = env_config_dir() / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in env_config_dir().glob("*.yaml"))
-        raise FileNotFoundError(f"no env config {name!r} in {env_config_dir()}; known: {known}")
-    return OmegaConf.load(path)
-
-
-def make_env_factory(env: Any) -> EnvFactory:
-    """A picklable zero-argument env factory from a config, a config name or a factory."""
-    if isinstance(env, str):
-        env = load_env_config(env)
-    if callable(env):
-        return env
-    import hydra.utils
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(env, DictConfig):
-        env = OmegaConf.to_container(env, resolve=True)
-    if not isinstance(env, dict) or "_target_" not in env:
-        raise TypeError(f"env must be a config with _target_, a config name or a factory, got {env!r}")
-    return hydra.utils.instantiate(env, _partial_=True)
+__all__ = ["EnvFactory", "env_config_dir", "load_env_config", "make_env_factory", "make_policy",
+           "make_vector_env", "rollout", "ExpertPolicy", "RandomPolicy"]
 
 
 def _wrapped(factory: EnvFactory, wrapper: Callable[[gym.Env], gym.Env]) -> gym.Env:

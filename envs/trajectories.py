@@ -7,7 +7,8 @@ keeps the episodes it solves, as `Trajectory`s:
     mission       str
     observations  T + 1 observation dicts: the first one ... the final one (after the last action)
     actions       (T, *action_shape) float32 expert actions (BabyAI: action ids as floats)
-    goal_caption  the rgb caption of the final view (graft.envs.captions), what the goal looks like
+    goal_caption  the rgb caption of the final view (graft.envs.captions), what the goal looks like;
+                  "" when no describer on the env's wrapper chain talks about rgb
 
 `goal` is the final rgb view. `action_chunks(actions, horizon)` cuts `(T, H, A)` chunks, one
 starting at every state, padded past the end by repeating the last action (Diffusion Policy's
@@ -23,7 +24,7 @@ import numpy as np
 from graft.envs.captions import describe
 from graft.envs.datagen import episode_seeds
 from graft.envs.experts import ExpertFailure, make_expert
-from graft.envs.rollout import make_env_factory
+from graft.envs.factory import make_env_factory
 
 
 @dataclass
@@ -63,7 +64,7 @@ def run_expert(env: gym.Env, seed: int, max_steps: int = 1000) -> Trajectory:
     if not info.get("is_success", False):
         raise ExpertFailure(f"expert did not solve episode seed {seed} in {len(actions)} steps")
     said = describe(env, obs, np.random.default_rng(seed), questions=0)
-    caption = next(u.response for u in said if u.kind == "caption" and u.modality == "rgb")
+    caption = next((u.response for u in said if u.kind == "caption" and u.modality == "rgb"), "")
     return Trajectory(seed, observations[0]["mission"], observations, np.stack(actions), caption)
 
 

@@ -1,16 +1,25 @@
-"""Captions and questions for the reach env's object list are exact and only about objects."""
+"""Captions and questions: found on the env's layers, exact, and only about their own modality."""
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
-from graft.envs.captions import describe, language_modalities
+import pytest
+from graft.envs.babyai import BabyAIEnv
+from graft.envs.captions import GENERIC_PROMPTS, describe, describe_modalities, describers
 from graft.envs.mujoco_reach import ReachEnv
+from user_sensors import LineWorld
+
+
+def _modalities(env, obs) -> list[str]:
+    return list(dict.fromkeys(u.modality for u in describe(env, obs, np.random.default_rng(0))))
 
 
 def test_object_list_gets_exact_captions_and_questions():
     env = ReachEnv(objects=True)
+    plain = ReachEnv()
     try:
-        assert language_modalities(env) == ("rgb", "depth", "proprio", "objects")
-        assert "objects" not in language_modalities(ReachEnv())
+        assert _modalities(env, env.reset(seed=0)[0]) == ["rgb", "depth", "proprio", "objects"]
+        assert "objects" not in _modalities(plain, plain.reset(seed=0)[0])
         seen = 0
         for seed in range(6):
             obs, _ = env.reset(seed=seed)
@@ -31,3 +40,34 @@ def test_object_list_gets_exact_captions_and_questions():
         assert seen > 0
     finally:
         env.close()
+        plain.close()
+
+
+class Relabel(gym.Wrapper):
+    """Re-describes rgb (outer layers win, in place) and describes a key of its own with no prompts."""
+
+    def describe(self, obs, rng):
+        return {"rgb": ("A picture.", [("Is this a picture?", "yes")]), "note": ("Nothing to note.", [])}
+
+
+def test_outer_layers_add_and_replace_descriptions_in_place():
+    env = Relabel(BabyAIEnv())
+    obs, _ = env.reset(seed=0)
+    assert describers(env) == [env, env.unwrapped]
+    said = describe_modalities(env, obs, np.random.default_rng(0))
+    assert list(said) == ["grid", "rgb", "note"] and said["rgb"][0] == "A picture."
+    assert said["grid"] == env.unwrapped.describe(obs, None)["grid"]
+    note = [u for u in describe(env, obs, np.random.default_rng(0)) if u.modality == "note"]
+    assert [u.kind for u in note] == ["caption"] and note[0].prompt.split("\n", 1)[1] in GENERIC_PROMPTS
+
+
+def test_no_describer_means_no_language_and_a_bad_one_is_a_clear_error():
+    env = LineWorld()
+    assert describe(env, env.reset(seed=0)[0], np.random.default_rng(0)) == []
+
+    class Bad(gym.Wrapper):
+        def describe(self, obs, rng):
+            return {"rgb": "just a caption"}
+
+    with pytest.raises(TypeError, match=r"Bad.describe\(obs, rng\) returned 'rgb'.*expected \{modality: \(caption"):
+        describe(Bad(BabyAIEnv()), BabyAIEnv().reset(seed=0)[0], np.random.default_rng(0))

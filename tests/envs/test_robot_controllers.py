@@ -54,7 +54,7 @@ def test_reach_controller_runs_physics_at_its_own_rate_and_the_expert_succeeds()
         while not ctl.done:
             ctl.apply(expert.act())
         wins += ctl.success
-        assert ctl.success or np.isclose(ctl.env.data.time - t0, 5.0)
+        assert ctl.success, seed
     assert wins == 3
     ctl.close()
 
