@@ -1,25 +1,23 @@
-"""Actions as LLM tokens (RT-2 / OpenVLA style), and normalisation for continuous action chunks.
+"""Action statistics: per-dimension normalisation of continuous actions to [-1, 1].
 
-- Discrete action spaces: one token per named action, e.g. "<act_forward>".
-- Continuous action spaces: each dimension is normalised to [-1, 1] with statistics fitted on a
-  dataset (`fit`: min/max, or the q01/q99 quantiles that ignore outliers), then cut into `n_bins`
-  uniform bins shared by all dimensions: tokens "<act_0>" ... "<act_{n_bins-1}>". Decoding returns
-  the bin centre, so for actions inside the fitted range the round-trip error is at most half a
-  bin width (in original units: (high - low) / n_bins / 2 per dimension); values outside the range
-  are clipped to it.
+Each dimension of a continuous action space is mapped from [low, high] to [-1, 1], with the bounds
+fitted on a dataset (`fit`: min/max, or the q01/q99 quantiles that ignore outliers); values outside
+the fitted range are clipped to it. `normalize` / `unnormalize` work on numpy arrays or torch
+tensors of any leading shape, for a diffusion action generator (agent/generators/action.py).
+Statistics are saved as JSON (`save` writes atomically).
 
-`encode` returns indices into `token_strings()` (add those strings to the LLM's tokenizer and map
-index i to the id of token_strings()[i]); `decode` inverts it. `normalize` / `unnormalize` work on
-numpy arrays or torch tensors of any leading shape, for a diffusion action generator. Statistics
-are saved as JSON (`save` writes atomically). Standalone: numpy only, torch is optional.
+The JSON format (version 1) also describes discrete action spaces (`names=`) and a bin count and
+token prefix (`n_bins`, `prefix`) from when actions were LLM tokens; they are kept so files load and
+save unchanged, and a discrete tokenizer refuses to normalise. Standalone: numpy only, torch is
+optional.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from graft.envs.atomic import write_json_atomic
@@ -70,7 +68,7 @@ class ActionTokenizer:
     def discrete(self) -> bool:
         return self.names is not None
 
-    def fit(self, actions: Any) -> "ActionTokenizer":
+    def fit(self, actions: Any) -> ActionTokenizer:
         """Fit per-dimension normalisation bounds on a dataset of actions, shape (N, dim)."""
         if self.discrete:
             return self
@@ -93,16 +91,6 @@ class ActionTokenizer:
         if np.any(self.high < self.low) or not np.all(np.isfinite([self.low, self.high])):
             raise ValueError(f"need finite low <= high, "
                              f"got low={self.low.tolist()}, high={self.high.tolist()}")
-
-    # -- vocabulary ---------------------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return len(self.names) if self.discrete else self.n_bins
-
-    def token_strings(self) -> list[str]:
-        """The new tokens, in index order: add these to the LLM tokenizer."""
-        labels = self.names if self.discrete else range(self.n_bins)
-        return [f"<{self.prefix}_{label}>" for label in labels]
 
     # -- continuous normalisation (numpy or torch, any leading shape) -------------------------------
     def normalize(self, actions: Any) -> Any:
@@ -131,56 +119,6 @@ class ActionTokenizer:
                     torch.as_tensor(self.high, dtype=x.dtype, device=x.device))
         return self.low, self.high
 
-    # -- tokens -------------------------------------------------------------------------------------
-    def encode(self, actions: Any) -> np.ndarray:
-        """Token indices: discrete (...,) ints or names → (...,); continuous (..., dim) → (..., dim)."""
-        if self.discrete:
-            a = np.asarray(actions, dtype=object if _is_text(actions) else None)
-            if a.dtype == object:
-                lookup = {n: i for i, n in enumerate(self.names)}
-                bad = [x for x in a.ravel() if x not in lookup]
-                if bad:
-                    raise ValueError(f"unknown action name(s) {bad}; known: {list(self.names)}")
-                return np.vectorize(lookup.__getitem__, otypes=[np.int64])(a)
-            ids = _to_numpy(actions)
-            if ids.dtype.kind not in "iu" or np.any((ids < 0) | (ids >= len(self.names))):
-                raise ValueError(f"discrete actions must be ints in [0, {len(self.names)}), "
-                                 f"got {ids.tolist()}")
-            return ids.astype(np.int64)
-        a = _to_numpy(actions).astype(np.float64)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"cannot encode NaN or infinite actions: {a.tolist()}")
-        unit = (self.normalize(a) + 1.0) / 2.0  # [0, 1]
-        return np.minimum((unit * self.n_bins).astype(np.int64), self.n_bins - 1)
-
-    def decode(self, ids: Any) -> np.ndarray:
-        """Inverse of `encode`: discrete indices → ints, continuous bins → bin-centre actions."""
-        ids = _to_numpy(ids).astype(np.int64)
-        if np.any((ids < 0) | (ids >= self.vocab_size)):
-            raise ValueError(f"token indices must lie in [0, {self.vocab_size}), got {ids.tolist()}")
-        if self.discrete:
-            return ids
-        if ids.shape[-1] != self.dim:
-            raise ValueError(f"expected (..., {self.dim}) bin indices, got shape {ids.shape}")
-        centres = (ids + 0.5) / self.n_bins * 2.0 - 1.0
-        return self.unnormalize(centres).astype(np.float32)
-
-    def to_text(self, action: Any) -> str:
-        """One action as a token string, e.g. "<act_forward>" or "<act_12><act_240>"."""
-        strings = self.token_strings()
-        return "".join(strings[i] for i in np.ravel(self.encode(action)))
-
-    def from_text(self, text: str) -> Any:
-        """Parse the action tokens in `text` (other text is ignored); int for discrete, (dim,) else."""
-        index = {s: i for i, s in enumerate(self.token_strings())}
-        found = [index[t] for t in re.findall(rf"<{re.escape(self.prefix)}_[^>]+>", text) if t in index]
-        want = 1 if self.discrete else self.dim
-        if len(found) < want:
-            raise ValueError(f"expected {want} action token(s) like {self.token_strings()[0]!r}, found "
-                             f"{len(found)} in {text!r}")
-        decoded = self.decode(np.array(found[:want]))
-        return int(decoded[0]) if self.discrete else decoded
-
     # -- persistence --------------------------------------------------------------------------------
     def to_json(self) -> dict:
         return {
@@ -192,7 +130,7 @@ class ActionTokenizer:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "ActionTokenizer":
+    def from_json(cls, data: dict) -> ActionTokenizer:
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported action tokenizer format version {data.get('version')!r}")
         if data.get("names") is not None:
@@ -205,7 +143,7 @@ class ActionTokenizer:
         return write_json_atomic(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ActionTokenizer":
+    def load(cls, path: str | os.PathLike) -> ActionTokenizer:
         with open(path) as f:
             return cls.from_json(json.load(f))
 
@@ -214,10 +152,3 @@ class ActionTokenizer:
             return f"ActionTokenizer(names={list(self.names)})"
         return f"ActionTokenizer(dim={self.dim}, n_bins={self.n_bins}, stats={self.stats!r})"
 
-
-def _is_text(x: Any) -> bool:
-    if isinstance(x, str):
-        return True
-    if isinstance(x, (list, tuple)):
-        return any(_is_text(v) for v in x)
-    return isinstance(x, np.ndarray) and x.dtype.kind in "USO"

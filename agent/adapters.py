@@ -14,12 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
+
+
+@contextlib.contextmanager
+def _peft_wrapping():
+    """Wrap a model in a PeftModel without transformers' `is_gradient_checkpointing` FutureWarning.
+
+    PeftModel.__init__ reads `getattr(model, "is_gradient_checkpointing", True)` (peft 0.21.2,
+    peft_model.py:184, the newest release), a property transformers >= 5.x deprecates in favour of
+    `is_activation_checkpointing`; every command that builds or loads an agent printed it. graft
+    never touches the property itself, so only that one message is silenced, only while peft wraps.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def lora_config(cfg: Mapping[str, Any]) -> LoraConfig:
@@ -46,7 +62,8 @@ class AdapterBank:
         if name in self.names:
             raise ValueError(f"adapter '{name}' is already grafted (grafted: {self.names})")
         if not self.names:
-            self.model = get_peft_model(self.base, lora_config(self.lora), adapter_name=name)
+            with _peft_wrapping():
+                self.model = get_peft_model(self.base, lora_config(self.lora), adapter_name=name)
         else:
             self.model.add_adapter(name, lora_config(self.lora))
         self.names.append(name)
@@ -55,7 +72,8 @@ class AdapterBank:
     def load(self, name: str, path: str | Path) -> None:
         """Load an adapter saved in peft format (a folder with adapter_config.json)."""
         if not self.names:
-            self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=True)
+            with _peft_wrapping():
+                self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=name, is_trainable=True)
         else:
             self.model.load_adapter(str(path), adapter_name=name, is_trainable=True)
         self.names.append(name)

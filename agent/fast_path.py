@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Sequence
 
 import torch
-from graft.agent.mmllm import Example
+from graft.agent.example import Example
 from transformers import DynamicCache
 
 

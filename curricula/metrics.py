@@ -8,11 +8,11 @@ before any training (the baseline FWT compares against).
 - backward transfer BWT = mean_{j<T-1} (R[T-1][j] - R[j][j])                (Lopez-Paz & Ranzato 2017)
 - forward transfer  FWT = mean_{j>0} (R[j-1][j] - b[j])                     (Lopez-Paz & Ranzato 2017)
 - forgetting        F   = mean_{j<T-1} (max_{l<T-1} R[l][j] - R[T-1][j])   (Chaudhry et al. 2018)
-- text retention        = text score now / text score before the first graft
+(Text retention, text score now / text score before the first graft, is formed in curricula/strategy.py.)
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,17 +55,3 @@ def forgetting(R) -> float:
         return 0.0
     return float(np.mean([m[: T - 1, j].max() - m[-1, j] for j in range(T - 1)]))
 
-
-def text_retention(now: float, before: float) -> float:
-    if before <= 0:
-        raise ValueError(f"text score before the first graft must be positive to form a ratio, got {before}")
-    return float(now / before)
-
-
-def summarize(R, baseline: Sequence[float]) -> dict[str, float]:
-    return {
-        "avg_acc": average_accuracy(R),
-        "bwt": backward_transfer(R),
-        "fwt": forward_transfer(R, baseline),
-        "forgetting": forgetting(R),
-    }

@@ -1,9 +1,12 @@
 """Per-modality LoRA adapters: grafting freezes the past, peft format on disk, merging, checkpoints."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from graft.agent.adapters import AdapterBank
 from graft.agent.backbone import load_backbone
 from graft.agent.build import load_mmllm, save_mmllm
 from graft.agent.mmllm import Example
@@ -84,6 +87,22 @@ def test_adapters_save_in_peft_format_and_load_with_peft(tiny_mm, compose, tmp_p
     assert torch.allclose(want, got, atol=1e-5)
 
 
+def test_building_grafting_and_loading_adapters_warn_no_deprecation(compose, tmp_path):
+    """peft's PeftModel reads transformers' deprecated `is_gradient_checkpointing`: every command
+    printed its FutureWarning until AdapterBank silenced that one read (agent/adapters.py)."""
+    cfg = OmegaConf.to_container(compose("chat").backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        bank = AdapterBank(load_backbone(cfg)[0], {"r": 4})
+        bank.add("grid")
+        bank.add("rgb")
+        bank.save(tmp_path)
+        loaded = AdapterBank(load_backbone(cfg)[0], {"r": 4})
+        loaded.load("rgb", tmp_path / "rgb")
+    assert bank.names == ["grid", "rgb"] and loaded.names == ["rgb"] and isinstance(loaded.model, PeftModel)
+
+
 def test_merged_and_unmerged_outputs_agree(tiny_mm):
     mm = tiny_mm()
     randomise_lora(mm, "grid")
@@ -94,13 +113,16 @@ def test_merged_and_unmerged_outputs_agree(tiny_mm):
         unmerged = mm.bank.model(input_ids=ids).logits
         merged_model = mm.bank.merged(["grid", "rgb"])
         merged = merged_model(input_ids=ids).logits
-        base = mm.bank.base
+        after = mm.bank.model(input_ids=ids).logits
         with mm.bank.model.disable_adapter():
             plain = mm.bank.model(input_ids=ids).logits
     assert not isinstance(merged_model, PeftModel)
     assert torch.allclose(unmerged, merged, atol=1e-4)
     assert not torch.allclose(unmerged, plain, atol=1e-3)  # the adapters do change the output
-    assert base is mm.bank.base  # merging works on a copy
+    # merging works on a copy: the live model keeps its unmerged adapters and shares no weights with it
+    assert isinstance(mm.bank.model, PeftModel) and torch.equal(after, unmerged)
+    live = {p.data_ptr() for p in mm.bank.model.parameters()}
+    assert not any(p.data_ptr() in live for p in merged_model.parameters())
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_mm, tmp_path):

@@ -127,6 +127,13 @@ def test_packed_and_label_only_logits_give_the_same_loss_and_gradients(tiny_mm, 
             torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="logits_at"):
         mm(batch, logits_at="some")
+    # the attributes are forward()'s defaults: padded rows with every position's logits, unless changed
+    assert (mm.pack, mm.logits_at) == (False, "all")
+    padded = mm(batch).logits.shape
+    mm.pack, mm.logits_at = True, "labels"
+    out = mm(batch)
+    torch.testing.assert_close(out.loss, results[0][0], rtol=1e-5, atol=1e-5)
+    assert out.logits.shape[0] == 1 and out.logits.shape[1] < padded[0] * padded[1]  # one row, labels only
 
 
 def test_auto_packing_weighs_padding_saved_against_attention_added():
