@@ -13,8 +13,11 @@ Checkpoint folder:
     backbone.safetensors     base weights, only for `tiny` (random) backbones
     adapters/<name>/         peft format: PeftModel.from_pretrained(base, "adapters/<name>")
     modalities/<name>.safetensors, projectors/<name>.safetensors
-    outputs/<name>.safetensors   output modalities: signal embeddings + output projector
-    generators/<name>/           their generators (`save_pretrained`), when given: load_generators
+    outputs/<name>.safetensors   output modalities: signal embeddings + output projector (graft.json also
+                                 records each one's inputs, execute count and prompt template)
+    generators/<name>/           their generators (`save_pretrained`, action normalisation stats included),
+                                 when given: load_generators
+The folder holds everything acting needs: agent/loader.py `load_policy(folder, env)` makes the policy.
 The folder is written under a temporary name and renamed into place, so a kill never leaves a
 half-written checkpoint behind.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import hydra
 from graft.agent.backbone import load_backbone
@@ -79,9 +82,25 @@ def build_output_head(name: str, output_cfg: Mapping[str, Any], embed_dim: int, 
 
 
 def graft_output(mm: MMLLM, name: str, output_cfg: Mapping, cond_tokens: int, cond_dim: int,
-                 adapter: str | None = None) -> None:
+                 adapter: str | None = None, *, inputs: Sequence[str] | None = None, execute: int | None = None,
+                 prompt: str | None = None) -> None:
     """Graft output modality `name`: K signal tokens, an output projector into a generator's
-    conditioning `(cond_tokens, cond_dim)`, and a LoRA adapter (its own, or `adapter`)."""
+    conditioning `(cond_tokens, cond_dim)`, and a LoRA adapter (its own, or `adapter`).
+
+    What acting with it needs is recorded with it (graft.json, read by agent/loader.py): `inputs`, the
+    input modalities its prompt shows (each already grafted); `execute`, the actions executed per
+    planned chunk (action outputs); `prompt`, the template it is trained with ("{tags}" and
+    "{mission}" slots). None leaves the loader's fallback: every grafted input the env emits,
+    min(8, horizon), agent/chunk_policy.PROMPT."""
+    inputs = None if inputs is None else [str(m) for m in inputs]
+    unknown = [m for m in inputs or [] if m not in mm.modalities]
+    if unknown or inputs == []:
+        raise ValueError(f"output '{name}' reads inputs {inputs}; expected grafted input modalities "
+                         f"(have {list(mm.modalities)})")
+    if execute is not None and int(execute) < 1:
+        raise ValueError(f"output '{name}': execute must be >= 1 actions per planned chunk, got {execute}")
+    if prompt is not None and "{mission}" not in prompt:
+        raise ValueError(f"output '{name}': the prompt template needs a {{mission}} slot, got {prompt!r}")
     table = mm.backbone.get_input_embeddings().weight
     head = build_output_head(name, output_cfg, mm.embed_dim, cond_tokens, cond_dim, init_std=float(table.std()),
                              feature_dims=_feature_dims(mm))
@@ -90,7 +109,8 @@ def graft_output(mm: MMLLM, name: str, output_cfg: Mapping, cond_tokens: int, co
                               "output": {"signal_tokens": head.num_tokens,
                                          "projector": _plain(dict(_plain(output_cfg))["projector"]),
                                          "cond_tokens": int(cond_tokens), "cond_dim": int(cond_dim),
-                                         "observe": head.observed}}
+                                         "observe": head.observed, "inputs": inputs,
+                                         "execute": None if execute is None else int(execute), "prompt": prompt}}
 
 
 def _feature_dims(mm: MMLLM) -> dict[str, int]:
@@ -103,10 +123,18 @@ def graft_task(mm: MMLLM, name: str, adapter: str | None = None) -> None:
     mm.graft_configs[name] = {"modality": None, "projector": None, "adapter": mm.adapter_of[name]}
 
 
+def _new_mmllm(llm, tokenizer, backbone: Mapping, lora: Mapping, routing: str) -> MMLLM:
+    """The one place an MMLLM is constructed, with what rebuilding it needs (`build_config`)."""
+    mm = MMLLM(llm, tokenizer, _plain(lora), routing=routing)
+    mm.build_config = {"backbone": _plain(backbone), "lora": _plain(lora), "routing": mm.routing}
+    return mm
+
+
 def build_mmllm(cfg: Mapping[str, Any]) -> MMLLM:
+    """A fresh MM-LLM from `{backbone, lora, routing (default stacked), modalities: {name: cfg}, projector}`
+    (`projector` only when a modality has none of its own; no modalities: a bare backbone + LoRA bank)."""
     llm, tokenizer = load_backbone(_plain(cfg["backbone"]))
-    mm = MMLLM(llm, tokenizer, _plain(cfg["lora"]), routing=cfg.get("routing", "stacked"))
-    mm.build_config = {"backbone": _plain(cfg["backbone"]), "lora": _plain(cfg["lora"]), "routing": mm.routing}
+    mm = _new_mmllm(llm, tokenizer, cfg["backbone"], cfg["lora"], cfg.get("routing") or "stacked")
     for name, modality_cfg in (cfg.get("modalities") or {}).items():
         graft_modality(mm, name, modality_cfg, modality_cfg.get("projector") or cfg["projector"])
     return mm
@@ -184,8 +212,7 @@ def load_mmllm(folder: str | Path) -> MMLLM:
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise ValueError(f"backbone weights do not match the config: missing {missing}, unexpected {unexpected}")
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    mm = MMLLM(llm, tokenizer, meta["lora"], routing=meta["routing"])
-    mm.build_config = {k: meta[k] for k in ("backbone", "lora", "routing")}
+    mm = _new_mmllm(llm, tokenizer, meta["backbone"], meta["lora"], meta["routing"])
     for adapter in meta["adapters"]:
         mm.bank.load(adapter, folder / "adapters" / adapter)
     for name, g in meta["grafts"].items():

@@ -4,20 +4,24 @@ For every sub-env whose queue of planned actions is empty, the observation (+ mi
 prompt, the MM-LLM's signal-token features condition the action generator, and the sampled chunk
 `(H, A)` is queued; the policy then executes `execute` actions of it (`execute <= H`) and re-plans.
 Plans for several sub-envs are made in one batch. Actions are clipped to the action space.
-Works with `graft.envs.rollout.rollout` (`__call__(obs, infos)` and `reset(env_ids)`).
-`plan(obs)` is the stateless form for `graft serve`: every row gets a fresh chunk `(B, execute, A)`.
+
+The `Policy` contract of agent/policy.py: `__call__(obs, infos)` and `reset(env_ids)` are the
+stateful stepping `graft.envs.rollout.rollout` drives; `infer(obs)` / `infer_batch(obs)` (= `plan`)
+are the stateless form for `graft serve` and ROS 2: every row gets a fresh chunk `(execute, A)`.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from graft.agent.generators.action import ActionGenerator
 from graft.agent.mmllm import MMLLM, Example
-from graft.agent.output_trainer import generate_output
+from graft.agent.outputs import generate_output
+from graft.agent.policy import Policy
+from graft.envs.spec import ModalitySpec
 
 PROMPT = "{tags}\nMission: {mission}\nPlan the next actions."
 
@@ -26,24 +30,29 @@ def chunk_prompt(modalities: Sequence[str], mission: str, prompt: str = PROMPT) 
     return prompt.format(tags="\n".join(f"<{m}>" for m in modalities), mission=mission)
 
 
-class ChunkPolicy:
+class ChunkPolicy(Policy):
     name = "action_chunks"
 
     def __init__(self, mm: MMLLM, output: str, generator: ActionGenerator, action_space: gym.spaces.Box,
                  modalities: Sequence[str], execute: int = 8, sample_steps: int | None = None, seed: int = 0,
-                 prompt: str = PROMPT):
+                 prompt: str = PROMPT, specs: Mapping[str, ModalitySpec] | None = None):
         if not isinstance(action_space, gym.spaces.Box) or action_space.shape != (generator.action_dim,):
             raise ValueError(f"the generator makes {generator.action_dim}-dim actions; action space is {action_space}")
         if not 1 <= execute <= generator.horizon:
             raise ValueError(f"execute must be in [1, horizon={generator.horizon}], got {execute}")
-        unknown = [m for m in modalities if m not in mm.modalities]
-        if unknown:
-            raise ValueError(f"policy reads {unknown} but the MM-LLM has only {list(mm.modalities)}")
+        if output not in mm.outputs:
+            raise ValueError(f"'{output}' is not a grafted output modality (outputs: {list(mm.outputs)})")
         self.mm, self.output, self.generator, self.space = mm, output, generator, action_space
-        self.modalities, self.execute, self.sample_steps = list(modalities), int(execute), sample_steps
+        self.env_specs = dict(specs or {})
+        self.modalities = modalities
+        self.execute, self.sample_steps = int(execute), sample_steps
         self.seed, self.prompt = int(seed), prompt
         self.queues: list[list[np.ndarray]] = []
         self.plans, self.plan_seconds, self.planned_chunks = 0, 0.0, 0
+
+    @property
+    def action_space(self) -> gym.spaces.Box:
+        return self.space
 
     def reset(self, env_ids: Any = None) -> None:
         """Drop the plans of sub-envs `env_ids` (all when None) — their episodes start afresh."""
@@ -56,9 +65,13 @@ class ChunkPolicy:
 
     def examples(self, obs: Mapping[str, Any], rows: Sequence[int]) -> list[Example]:
         return [Example(chunk_prompt(self.modalities, obs["mission"][i], self.prompt),
-                        {m: np.asarray(obs[m][i]) for m in self.modalities}) for i in rows]
+                        {m: np.asarray(obs[m][i]) for m in self.modalities}, checked=True) for i in rows]
 
-    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
+    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None, *,
+                 validated: bool = False) -> np.ndarray:
+        """One vector-env step: each sub-env's next queued action `(B, A)`, re-planning empty queues."""
+        if not validated:
+            obs = self.check(obs, batched=True)
         n = len(obs["mission"])
         while len(self.queues) < n:
             self.queues.append([])
@@ -75,21 +88,17 @@ class ChunkPolicy:
         actions = np.stack([self.queues[i].pop(0) for i in range(n)])  # (n, A)
         return np.clip(actions, self.space.low, self.space.high).astype(self.space.dtype)
 
-    @property
-    def action_space(self) -> gym.spaces.Box:
-        return self.space
+    def plan(self, obs: Mapping[str, Any], *, validated: bool = False) -> np.ndarray:
+        """Stateless planning: `infer_batch(obs)["actions"]`, `(B, execute, A)`."""
+        return self.infer_batch(obs, validated=validated)["actions"]
 
-    @torch.no_grad()
-    def plan(self, obs: Mapping[str, Any]) -> np.ndarray:
-        """Stateless planning (a server's policy): one chunk per row of `obs`, its first `execute`
-        actions clipped to the action space → `(B, execute, A)`. The MM-LLM runs once for the batch;
-        each row's chunk is sampled from noise seeded by `seed` alone, so an answer depends on its
-        observation and the seed, not on the rows batched with it (row i is `generate_output` on
-        that row alone, up to float rounding of the batched forward); one batched denoising loop
-        for DDIM / DPM-Solver, row by row for DDPM."""
+    def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """One chunk per row of `obs`, its first `execute` actions clipped to the action space →
+        `(B, execute, A)`. The MM-LLM runs once for the batch; each row's chunk is sampled from noise
+        seeded by `seed` alone, so an answer depends on its observation and the seed, not on the rows
+        batched with it (row i is `generate_output` on that row alone, up to float rounding of the
+        batched forward); one batched denoising loop for DDIM / DPM-Solver, row by row for DDPM."""
         rows = range(len(obs["mission"]))
-        if self.mm.training:  # eval() walks every module: only when needed
-            self.mm.eval()
         started = time.perf_counter()
         cond = self.mm.output_features(self.examples(obs, rows), self.output)  # (B, N, C)
         if self.generator.sampler == "ddpm":  # fresh noise every step: one row at a time
@@ -105,3 +114,8 @@ class ChunkPolicy:
     @property
     def seconds_per_chunk(self) -> float | None:
         return self.plan_seconds / self.planned_chunks if self.planned_chunks else None
+
+    def stats(self) -> dict:
+        return {"plans": self.plans, "planned_chunks": self.planned_chunks, "execute": self.execute,
+                "seconds_per_chunk": self.seconds_per_chunk}
+

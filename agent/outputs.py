@@ -26,11 +26,21 @@ residual stream blurs.
 
 Each projector is built from `configs/output_projector/<name>.yaml` with `in_dim`, `out_dim`,
 `in_tokens` and `out_tokens` filled in when the output modality is grafted.
+
+`generate_output` is the inference path of an output modality: prompts → MM-LLM → signal-token
+states → output projector → the generator's samples.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import torch
+from graft.agent.example import Example
 from torch import nn
+
+if TYPE_CHECKING:
+    from graft.agent.generators.base import Generator
 
 
 class TokenMix(nn.Module):
@@ -181,3 +191,12 @@ class OutputHead(nn.Module):
             raise ValueError(f"output '{self.name}': projector gave {tuple(cond.shape[1:])}, the generator "
                              f"expects ({self.cond_tokens}, {self.cond_dim})")
         return cond  # (B, N, C)
+
+
+@torch.no_grad()
+def generate_output(mm: Any, name: str, generator: Generator, examples: Sequence[Example],
+                    steps: int | None = None, seed: int = 0) -> Any:
+    """The agent path: observation prompts → MM-LLM → signal-token hidden states → output projector →
+    generator samples (uint8 images, action chunks in env units), from noise seeded by `seed`."""
+    mm.eval()
+    return generator.generate(mm.output_features(examples, name), steps=steps, seed=seed)

@@ -1,46 +1,204 @@
-"""The `Agent` policy: batched observations from vector envs → actions, one forward per step.
+"""Policies over an MM-LLM: the `Policy` contract, observation checks, and the text `Agent`.
 
-Each sub-env's observation becomes one prompt in the demonstrations' format (see
-`graft.envs.datagen`): the modality placeholders the agent can read, the mission, and the question
-"What is the next action?". Discrete action spaces are answered by scoring every action name in
-one forward pass (no sampling, no parsing); continuous ones by greedy generation of the action's
-numbers, parsed and checked against the action space.
+Every policy (`Agent` here, `ChunkPolicy` in agent/chunk_policy.py) offers the same small contract,
+whoever drives it (graft serve, graft rollout, graft ros2, evaluation):
 
-`deploy=True` scores on a merged copy of the adapters (agent/fast_path.py: cached template head,
-candidates as a token tree, no LoRA branches), rebuilt whenever the live adapters change; use it
-where the agent only acts (serving, benchmarks). The default scores on the live peft model.
+    policy.infer(obs)                   one observation -> {"actions": (A,) | () | (H, A)}
+    policy.infer_batch(obs_batch)       stateless, a batch -> {"actions": (B, ...)}
+    policy(obs_batch, infos)            one vector-env step -> actions (B, ...) (graft.envs.rollout)
+    policy.reset(env_ids)               episodes of these sub-envs start afresh
+    policy.modalities                   the input modalities its prompt shows
+    policy.observation_spec()           what one observation must be (the server's handshake)
+
+An observation is validated once, where it enters: `infer`, `infer_batch` and `__call__` check
+their input (`check`) unless told `validated=True` — the server does that, after checking each
+request against the handshake (`observation_spec()`, whose per-modality `validate` already folds
+in the modality's own stricter rules, e.g. grid's index ranges). The policy's examples are marked
+`checked`, so the MM-LLM encodes the arrays without re-checking them.
+
+The `Agent` answers in the demonstrations' format (see `graft.envs.datagen`): the modality
+placeholders, the mission, "What is the next action?". Discrete action spaces are answered by
+scoring every action name in one forward pass (no sampling, no parsing); continuous ones by greedy
+generation of the action's numbers, parsed and checked against the action space. `deploy=True`
+scores on a merged copy of the adapters (agent/fast_path.py), rebuilt whenever the live adapters
+change; use it where the agent only acts (serving, benchmarks).
 """
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from graft.agent.mmllm import MMLLM, Example
+from graft.agent.modalities.base import Modality
+from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec, env_modality_specs
 
 PROMPT = "{tags}\nMission: {mission}\nWhat is the next action?"
 NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
 
-class Agent:
-    """A batched policy over an MM-LLM: `agent(obs_batch, infos) -> actions (num_envs, ...)`."""
+# ---- one check per modality --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckedSpec(ModalitySpec):
+    """A modality's spec whose `validate` is one given check (see `boundary_spec`); it serialises
+    like any ModalitySpec (the check stays on this side of the handshake)."""
+
+    check: Callable[[Any, bool], np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    def validate(self, value: Any, batched: bool = False) -> np.ndarray:
+        return self.check(value, batched)
+
+
+def implies(a: ModalitySpec, b: ModalitySpec) -> bool:
+    """Whether every value `a` accepts is accepted by `b` too (so checking `a` covers `b`)."""
+    if len(a.shape) != len(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
+        return False
+    if any(want is not None and got != want for got, want in zip(a.shape, b.shape)):
+        return False
+    if b.low is not None and (a.low is None or a.low < b.low):
+        return False
+    return b.high is None or (a.high is not None and a.high <= b.high)
+
+
+def boundary_spec(env_spec: ModalitySpec | None, modality: Modality) -> ModalitySpec:
+    """The spec one observation of `modality` is checked against, as ONE validation: the env's exact
+    spec when it covers the modality's (rgb: the env's 56x56 covers any HxW), the modality's own
+    `validate` when that covers the env's and adds rules of its own (grid's per-channel index
+    ranges), both in turn only when neither covers the other."""
+    own = modality.spec
+    own_check = functools.partial(type(modality).validate, modality)
+    stricter = type(modality).validate is not Modality.validate
+    if env_spec is None:
+        return CheckedSpec(own.name, own.shape, own.dtype, own.low, own.high, own.description,
+                           check=own_check) if stricter else own
+    if not stricter and implies(env_spec, own):
+        return env_spec
+    if implies(own, env_spec):
+        return CheckedSpec(own.name, own.shape, own.dtype, own.low, own.high, env_spec.description,
+                           check=own_check)
+
+    def both(value: Any, batched: bool) -> np.ndarray:
+        return own_check(ModalitySpec.validate(env_spec, value, batched), batched)
+    e = env_spec
+    return CheckedSpec(e.name, e.shape, e.dtype, e.low, e.high, e.description, check=both)
+
+
+# ---- the contract -------------------------------------------------------------------------------------
+class Policy:
+    """Shared parts of the policies (see the module docstring). A subclass sets `mm`, `action_space`
+    and `modalities` and implements `_infer_batch(obs)` on validated observations."""
+
+    name = "policy"
+    reader = "policy"  # how errors name it
+    mm: MMLLM
+    action_space: gym.Space
+    env_specs: dict[str, ModalitySpec]
+
+    @property
+    def modalities(self) -> list[str]:
+        return self._modalities
+
+    @modalities.setter
+    def modalities(self, names: Sequence[str]) -> None:
+        names = list(names)
+        unknown = [m for m in names if m not in self.mm.modalities]
+        if unknown:
+            raise ValueError(f"{self.reader} reads {unknown} but the MM-LLM has only {list(self.mm.modalities)}")
+        self._modalities = names
+        self.specs = {m: boundary_spec(self.env_specs.get(m), self.mm.modalities[m]) for m in names}
+
+    def observation_spec(self) -> ObservationSpec:
+        """One observation: each modality the policy reads (one check each) and the mission as text."""
+        return ObservationSpec(dict(self.specs), text_keys=("mission",))
+
+    def check(self, obs: Mapping[str, Any], batched: bool = False) -> dict[str, Any]:
+        """`obs` validated (arrays of the modalities read, the mission(s)) or ObservationError."""
+        missing = [m for m in self.modalities if m not in obs]
+        if missing:
+            want = "; ".join(self.specs[m].describe() for m in missing)
+            raise ObservationError(f"observation is missing modality {missing}: expected {want}")
+        out: dict[str, Any] = {m: self.specs[m].validate(obs[m], batched) for m in self.modalities}
+        if batched:
+            n = len(next(iter(out.values()))) if out else len(obs.get("mission", ()))
+            missions = obs.get("mission", [""] * n)
+            if isinstance(missions, str) or len(missions) != n:
+                raise ObservationError(f"text key 'mission': expected {n} missions (one per row), got {missions!r:.80}")
+            out["mission"] = list(missions)
+        else:
+            out["mission"] = obs.get("mission", "")
+        self.check_text(out, batched)
+        return out
+
+    def check_text(self, obs: Mapping[str, Any], batched: bool = False) -> None:
+        """The mission is plain text: no modality placeholder such as `<grid>` (it would splice a second
+        observation slot into the prompt) and no output's signal token (reserved for the model's
+        output: it would move where the conditioning is read)."""
+        mm = self.mm
+        reserved = [f"<{m}>" for m in mm.modalities]
+        reserved += [t for head in mm.outputs.values() for t in head.token_strings()]
+        for mission in obs.get("mission", "") if batched else [obs.get("mission", "")]:
+            if not isinstance(mission, str):
+                raise ObservationError(f"text key 'mission': expected a str, got {type(mission).__name__}")
+            for token in reserved:
+                if token in mission:
+                    kind = "placeholder" if token[1:-1] in mm.modalities else "signal token"
+                    why = "the observation itself" if kind == "placeholder" else "the model's output"
+                    raise ObservationError(f"text key 'mission' contains the {kind} {token}, which is reserved "
+                                           f"for {why}; expected plain text")
+
+    def infer_batch(self, obs: Mapping[str, Any], *, validated: bool = False) -> dict[str, np.ndarray]:
+        """Stateless answers for a batch `{modality: (B, ...), "mission": [B str]}` → {"actions": (B, ...)}."""
+        if not validated:
+            obs = self.check(obs, batched=True)
+        if self.mm.training:  # eval() walks every module: only when needed
+            self.mm.eval()
+        with torch.no_grad():
+            return {"actions": self._infer_batch(obs)}
+
+    def infer(self, obs: Mapping[str, Any], *, validated: bool = False) -> dict[str, np.ndarray]:
+        """One observation `{modality: array, "mission": str}` → {"actions": one answer}."""
+        if not validated:
+            obs = self.check(obs)
+        batch = {m: np.asarray(obs[m])[None] for m in self.modalities}  # (1, ...) per modality
+        batch["mission"] = [obs.get("mission", "")]
+        return {k: v[0] for k, v in self.infer_batch(batch, validated=True).items()}
+
+    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None, *,
+                 validated: bool = False) -> np.ndarray:
+        """One step of vector envs: actions `(B, *action_shape)`."""
+        return self.infer_batch(obs, validated=validated)["actions"]
+
+    def reset(self, env_ids: Any = None) -> None:
+        """Stateless between steps: nothing to clear (the rollout loop calls this on episode ends)."""
+
+    def stats(self) -> dict:
+        return {}
+
+    def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Agent(Policy):
+    """A batched text policy over an MM-LLM: `agent(obs_batch, infos) -> actions (num_envs, ...)`."""
 
     name = "checkpoint"
+    reader = "agent"
 
     def __init__(self, mm: MMLLM, action_space: gym.Space, action_names: Sequence[str] | None = None,
                  modalities: Sequence[str] | None = None, prompt: str = PROMPT, max_new_tokens: int = 32,
-                 invalid: str = "raise", deploy: bool = False, dtype: torch.dtype | None = None):
+                 invalid: str = "raise", deploy: bool = False, dtype: torch.dtype | None = None,
+                 specs: Mapping[str, ModalitySpec] | None = None):
         if invalid not in ("raise", "fallback"):
             raise ValueError(f"invalid must be 'raise' or 'fallback', got {invalid!r}")
         self.mm, self.action_space, self.prompt, self.invalid = mm, action_space, prompt, invalid
         self.invalid_count = 0
+        self.env_specs = dict(specs or {})  # what the env emits: the exact shapes it checks against
         self.modalities = list(modalities if modalities is not None else mm.modalities)
-        unknown = [m for m in self.modalities if m not in mm.modalities]
-        if unknown:
-            raise ValueError(f"agent reads {unknown} but the MM-LLM has only {list(mm.modalities)}")
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
             self.action_names = list(action_names or [str(i) for i in range(action_space.n)])
@@ -53,27 +211,23 @@ class Agent:
 
     @classmethod
     def for_env(cls, mm: MMLLM, env: gym.Env, **kwargs) -> Agent:
-        """Read the action space and names from an environment and the modalities both sides share."""
-        unwrapped = env.unwrapped
-        shared = [m for m in mm.modalities if m in getattr(unwrapped, "modality_specs", {})]
-        return cls(mm, env.action_space, getattr(unwrapped, "action_names", None), modalities=shared, **kwargs)
-
-    def reset(self, env_ids: Any = None) -> None:
-        """Stateless between steps: nothing to clear (the rollout loop calls this on episode ends)."""
+        """Read the action space, action names and emitted modalities (wrappers' sensors included)
+        from an environment; the agent reads the modalities both sides share."""
+        emits = env_modality_specs(env)
+        shared = [m for m in mm.modalities if m in emits]
+        return cls(mm, env.action_space, getattr(env.unwrapped, "action_names", None), modalities=shared,
+                   specs=emits, **kwargs)
 
     def examples(self, obs: Mapping[str, Any]) -> list[Example]:
         n = len(obs["mission"])
         tags = "\n".join(f"<{m}>" for m in self.modalities)
         return [
             Example(self.prompt.format(tags=tags, mission=obs["mission"][i]),
-                    {m: np.asarray(obs[m][i]) for m in self.modalities})
+                    {m: np.asarray(obs[m][i]) for m in self.modalities}, checked=True)
             for i in range(n)
         ]
 
-    @torch.no_grad()
-    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
-        if self.mm.training:  # eval() walks every module: only when needed
-            self.mm.eval()
+    def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
         examples = self.examples(obs)
         if self.discrete:
             scorer = self.mm.scorer(merge=True, dtype=self.dtype) if self.deploy else self.mm
@@ -81,6 +235,10 @@ class Agent:
             return scores.argmax(-1).cpu().numpy().astype(np.int64)
         texts = self.mm.generate(examples, max_new_tokens=self.max_new_tokens)
         return np.stack([self.continuous_or_fallback(t) for t in texts])
+
+    def stats(self) -> dict:
+        # invalid_answers: continuous answers that did not parse and became the space's centre
+        return {"invalid_answers": self.invalid_count}
 
     def continuous_or_fallback(self, text: str) -> np.ndarray:
         """Parse an answer; with `invalid="fallback"` an unusable one becomes the space's centre."""

@@ -1,23 +1,28 @@
-"""The policy server: an `Agent` behind a websocket, batching concurrent clients.
+"""The policy server: a policy (agent/policy.py) behind a websocket, batching concurrent clients.
 
-    server = PolicyServer(agent_policy(agent), metadata_for(agent, env, settings, model_info), settings)
+    server = PolicyServer(agent_policy(policy), metadata_for(policy, env, settings, model_info), settings,
+                          check=policy.check_text)
     server.run()                                   # until SIGTERM / SIGINT
 
 Protocol, codec and the metadata handshake are shared with the client and live in
 `graft.envs.robot` (protocol.py documents the messages). Here:
 
-- Every connection first receives the metadata. Each `act` observation is checked against it
-  (`validate_observation`) and against the agent's own stricter checks (`agent_check`) before it
-  is queued; a bad one is answered with a `bad_observation`
-  error naming what was expected, and the connection stays open. Anything undecodable (not
-  msgpack, truncated, a text frame, not a map, an unknown type) gets a `bad_message` error; a model
-  exception gets `server_error` for that request only. Nothing a client sends stops the server.
+- Every connection first receives the metadata. Each `act` observation is validated once, here, at
+  the boundary, before it is queued: against the handshake (`validate_observation`; the policy's
+  `observation_spec()` folds each modality's own stricter rules, e.g. grid's index ranges, into
+  that one check per modality), then the text rules of `check` (the policy's `check_text`: no
+  placeholder or signal token in the mission). The policy then runs on the batch with
+  `validated=True` and does not check the arrays again. A bad observation is answered with a
+  `bad_observation` error naming what was expected, and the connection stays open. Anything
+  undecodable (not msgpack, truncated, a text frame, not a map, an unknown type) gets a
+  `bad_message` error; a model exception gets `server_error` for that request only. Nothing a client sends stops the server.
 - Valid observations from all connections go through one `Batcher`: one forward pass per batch
   (`max_batch`, `max_wait_ms`), run on a single model thread.
-- Action chunks: the Agent predicts one action per observation, so a chunk of `chunk_size`
+- Action chunks: the text Agent predicts one action per observation, so a chunk of `chunk_size`
   repeats it (`(chunk_size, *action_shape)`; default chunk_size 1). Several *different* future
-  actions need either the env (to roll forward) or a policy that predicts chunks (the diffusion
-  action generator): a `policy` returning `(B, chunk_size, *action_shape)` is served as is.
+  actions need either the env (to roll forward) or a policy that predicts chunks (`ChunkPolicy`,
+  the diffusion action generator): a `policy` returning `(B, chunk_size, *action_shape)` is served
+  as is.
 - Security: with a `token`, a client must send `Authorization: Bearer <token>` in the websocket
   handshake (compared with `hmac.compare_digest`) or gets HTTP 401. Binding to anything but a
   loopback address without a token is refused before any socket opens. Messages are capped at
@@ -50,7 +55,7 @@ from graft.envs.robot.protocol import (
     Metadata,
     validate_observation,
 )
-from graft.envs.spec import ObservationError, ObservationSpec
+from graft.envs.spec import ObservationError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -91,42 +96,26 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def agent_policy(agent) -> Policy:
-    """A `graft.agent.policy.Agent` as a server policy (batched obs -> (B, *action_shape)). A served
-    agent only acts, so it scores on merged adapters (`deploy`, agent/fast_path.py)."""
-    agent.deploy = True
+    """A policy of agent/policy.py (Agent or ChunkPolicy) as a server policy: batched, already
+    validated observations -> `infer_batch` actions (B, *action_shape) or chunks (B, chunk, ...).
+    A served text Agent only acts, so it scores on merged adapters (`deploy`, agent/fast_path.py)."""
+    if hasattr(agent, "deploy"):
+        agent.deploy = True
 
     def policy(obs: Mapping[str, Any]) -> np.ndarray:
-        return np.asarray(agent(obs, {}))
+        return np.asarray(agent.infer_batch(obs, validated=True)["actions"])
     return policy
-
-
-def agent_check(agent) -> Callable[[Mapping[str, Any]], None]:
-    """The agent's own checks on one observation, stricter than the handshake's spec: each modality's
-    `validate` (e.g. grid's per-channel index ranges) and no modality placeholder such as `<grid>` in
-    the mission (it would splice a second observation slot into the prompt). Raises ObservationError."""
-    modalities = agent.mm.modalities
-
-    def check(obs: Mapping[str, Any]) -> None:
-        for name in agent.modalities:
-            modalities[name].validate(obs[name], batched=False)
-        mission = obs.get("mission", "")
-        for name in modalities:
-            if f"<{name}>" in mission:
-                raise ObservationError(f"text key 'mission' contains the placeholder <{name}>, which is "
-                                       "reserved for the observation itself; expected plain text")
-    return check
 
 
 def metadata_for(agent, env: gym.Env | None, settings: ServeSettings, model: Mapping[str, Any],
                  control_rate_hz: float | None = None) -> Metadata:
-    """The handshake for an Agent: the env's spec for each modality the agent reads (exact shapes),
-    the agent's own spec where the env has none; the mission as text; the agent's action space."""
-    env_specs = getattr(env.unwrapped, "modality_specs", {}) if env is not None else {}
-    specs = {m: env_specs.get(m, agent.mm.modalities[m].spec) for m in agent.modalities}
+    """The handshake for a policy: its `observation_spec()` (the env's exact spec for each modality it
+    reads, the modality's own where the env has none; the mission as text), its action space, and
+    the control rate (given, else the env's 1 / dt, else 10 Hz)."""
     if control_rate_hz is None:
         dt = getattr(env.unwrapped, "dt", None) if env is not None else None
         control_rate_hz = 1.0 / dt if dt else 10.0
-    return Metadata(ObservationSpec(specs, text_keys=("mission",)), agent.action_space,
+    return Metadata(agent.observation_spec(), agent.action_space,
                     control_rate_hz=float(control_rate_hz), chunk_size=settings.chunk_size,
                     action_names=getattr(agent, "action_names", None), model=dict(model),
                     max_message_bytes=settings.max_message_bytes, max_batch=settings.max_batch,
@@ -143,7 +132,7 @@ class PolicyServer:
         if settings.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {settings.chunk_size}")
         self.policy, self.meta, self.settings = policy, metadata, settings
-        self.check = check  # the policy's own observation checks, after the handshake's (ObservationError)
+        self.check = check  # the policy's text rules, after the handshake's checks (ObservationError)
         self.policy_stats = policy_stats  # extra counters for `stats`, e.g. unparseable answers
         self._hello = encode(metadata.to_message())
         self._open: set[ServerConnection] = set()
@@ -155,7 +144,8 @@ class PolicyServer:
 
     # -- the model side -------------------------------------------------------------------------
     def run_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
-        """Validated observations -> one chunk `(chunk_size, *action_shape)` each, one forward."""
+        """Observations validated by `handle` -> one chunk `(chunk_size, *action_shape)` each, one forward
+        (the policy does not validate them again)."""
         spec = self.meta.observation
         # (B, *spec.shape) per modality, a list of B strings per text key
         batch: dict[str, Any] = {m: np.stack([o[m] for o in observations]) for m in spec.modalities}

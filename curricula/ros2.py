@@ -1,7 +1,9 @@
 """`graft ros2`: run the agent as a ROS 2 node against a robot (or the simulated arm) and report.
 
     policy=expert              the reach arm's Jacobian expert from proprio + target (demos, tests)
-    policy=tiny | <folder>     an in-process Agent (untrained, or a graft checkpoint), built for `env`
+    policy=tiny | <folder>     an in-process policy (untrained, or a graft checkpoint) for `env`, made as
+                               `graft serve` makes it (`load_policy`; a saved action generator
+                               answers its chunks, chunk_size = its execute count)
     policy=ws://host:port      forward every observation to a `graft serve` server (PolicyClient)
 
 With `sim.launch` the simulated arm (`graft.envs.robot.ros2.sim_node`) runs in a subprocess. The
@@ -41,15 +43,15 @@ def build_policy(cfg, bridge_cfg) -> tuple[Any, str]:
         meta = bridge_cfg.metadata(cfg.control_rate_hz or bridge_cfg.rate_hz, int(cfg.chunk_size),
                                    {"checkpoint": "expert", "policy": "Jacobian reach expert"})
         return LocalPolicy(ReachObservationExpert(), meta), "expert"
-    fn, model, rate = agent_policy(cfg)
-    meta = bridge_cfg.metadata(cfg.control_rate_hz or rate, int(cfg.chunk_size), model)
+    fn, model, rate, chunk_size = agent_policy(cfg)
+    meta = bridge_cfg.metadata(cfg.control_rate_hz or rate, chunk_size or int(cfg.chunk_size), model)
     return LocalPolicy(fn, meta), source
 
 
-def agent_policy(cfg) -> tuple[Callable, dict, float]:
-    """An in-process Agent (checkpoint folder or `tiny`) as `fn(obs) -> action`, its model info and
-    the env's control rate (1 / dt)."""
-    import numpy as np
+def agent_policy(cfg) -> tuple[Callable, dict, float, int | None]:
+    """An in-process policy (checkpoint folder or `tiny`, through serve's `build_agent`) as
+    `fn(obs) -> {"actions": ...}` (`infer`: the observation is validated once, there), its model info,
+    the env's control rate (1 / dt) and, for action chunks, the chunk size (its execute count)."""
     from graft.agent.runtime import configure_threads
     from graft.curricula.serve import build_agent
     from graft.envs.rollout import make_env_factory
@@ -58,18 +60,16 @@ def agent_policy(cfg) -> tuple[Callable, dict, float]:
     agent_cfg = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), "checkpoint": str(cfg.policy)})
     env = make_env_factory(OmegaConf.to_container(cfg.env, resolve=True))()
     try:
-        agent, model = build_agent(agent_cfg, env)
+        policy, model = build_agent(agent_cfg, env)
         rate = 1.0 / float(getattr(env.unwrapped, "dt", 0.1))
     finally:
         env.close()
 
     def act(obs):
-        batch = {m: np.asarray(obs[m])[None] for m in agent.modalities}  # (1, ...) per modality
-        batch["mission"] = [obs.get("mission", "")]
-        return np.asarray(agent(batch, {}))[0]
+        return policy.infer(obs)
 
     act.__name__ = f"agent:{cfg.policy}"
-    return act, model, rate
+    return act, model, rate, getattr(policy, "execute", None)
 
 
 class SimProcess:

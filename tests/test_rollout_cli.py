@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from graft.curricula.cli import main
@@ -25,6 +26,44 @@ def test_checkpoint_policy_runs_batched_over_vector_envs(tmp_path, compose):
     summary = run_rollout(cfg)
     assert summary["policy"] == "checkpoint" and summary["episodes"] == 2
     assert all(r["length"] <= 5 for r in summary["records"])
+
+
+def save_chunk_agent(compose, folder):
+    """A tiny rgb + proprio agent whose action_chunk output recorded inputs [proprio] and execute 4."""
+    import numpy as np
+    import torch
+    from graft.agent.build import build_mmllm, graft_output, save_mmllm
+    from graft.agent.generators import build_generator
+    from graft.curricula.config import group_config
+
+    torch.manual_seed(0)
+    mm = build_mmllm(compose("chat", ["~modality@modalities.grid", "+modality@modalities.rgb=rgb",
+                                      "+modality@modalities.proprio=proprio"]))
+    gen_cfg = group_config(None, "generator", "action")
+    gen_cfg["unet"]["channels"], gen_cfg["sample_steps"] = [8, 16], 2
+    generator = build_generator(gen_cfg).fit(np.random.default_rng(0).uniform(-1.0, 1.0, (64, 2)))
+    graft_output(mm, "action_chunk", gen_cfg["output"], generator.cond_tokens, generator.cond_dim,
+                 inputs=["proprio"], execute=4)
+    return save_mmllm(mm, folder, generators={"action_chunk": generator})
+
+
+def test_a_checkpoint_with_an_action_generator_executes_its_chunks(tmp_path, compose):
+    folder = save_chunk_agent(compose, tmp_path / "agent")
+    run = tmp_path / "run"
+    assert main(["rollout", "env=mujoco_reach", f"policy={folder}", "episodes=2", "num_envs=2", "env.max_steps=9",
+                 f"run_dir={run}", "frames=0"]) == 0
+    summary = json.loads((run / "rollout.json").read_text())
+    assert summary["policy"] == "action_chunks" and summary["policy_stats"]["execute"] == 4
+    steps = [r["length"] for r in summary["records"]]
+    if steps == [9, 9]:  # no early success: each sub-env planned at steps 0, 4 and 8
+        assert summary["env_steps"] == 18 and summary["policy_stats"]["planned_chunks"] == 2 * math.ceil(9 / 4)
+    assert summary["policy_stats"]["planned_chunks"] < summary["env_steps"] / 2  # chunks executed, not re-planned
+    assert "Action chunks:" in (run / "rollout.md").read_text()
+    text = compose("rollout", [f"policy={folder}", "+output=none", "env=mujoco_reach", "episodes=1", "num_envs=1",
+                               "env.max_steps=2", f"run_dir={tmp_path / 'text'}", "frames=0"])
+    from graft.curricula.rollout import run_rollout
+
+    assert run_rollout(text)["policy"] == "checkpoint"
 
 
 def test_unknown_policy_is_a_clear_error(tmp_path, compose):

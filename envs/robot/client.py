@@ -3,7 +3,11 @@
     client = PolicyClient("ws://127.0.0.1:8765", token=None)
     meta = client.connect()                       # the server's Metadata (handshake)
     reply = client.act(obs, timeout=0.2)          # Reply: actions (chunk_size, *action_shape), timings
+    client.infer(obs)["actions"]                  # the same, as graft's policies answer (agent/policy.py)
     client.close()
+
+The client does not validate observations: the server checks each one, once, against the
+handshake and answers a `bad_observation` error naming what was expected.
 
 Built on `websockets.sync.client` (no event loop of ours). One client object is used from one
 thread at a time; the control loop runs it in a single background worker so the fixed-rate loop
@@ -179,6 +183,11 @@ class PolicyClient:
             raise ConnectionError(f"{self.uri} answered without an actions array")
         return Reply(actions, latency, float(answer.get("model_ms", 0.0)), float(answer.get("queue_ms", 0.0)),
                      int(answer.get("batch_size", 1)), int(answer["id"]))
+
+    def infer(self, observation: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any]:
+        """`act` in the policies' contract: {"actions": (chunk_size, *action_shape), "latency_ms", "model_ms"}."""
+        reply = self.act(observation, timeout)
+        return {"actions": reply.actions, "latency_ms": reply.latency_ms, "model_ms": reply.model_ms}
 
     def stats(self, timeout: float = 5.0) -> dict:
         return self.request({"type": "stats"}, timeout, "stats")

@@ -43,3 +43,21 @@ def test_continuous_agent_parses_numbers_and_reports_garbage(tiny_mm):
 def test_agent_refuses_modalities_the_model_lacks(tiny_mm):
     with pytest.raises(ValueError, match=r"reads \['depth'\]"):
         Agent(tiny_mm(modalities=("grid",)), gym.spaces.Discrete(3), modalities=["depth"])
+
+
+def test_infer_answers_one_observation_as_the_batch_does(tiny_mm, rng):
+    from graft.envs.spec import ObservationError
+
+    mm = tiny_mm(modalities=("grid",))
+    agent = Agent(mm, gym.spaces.Discrete(3), ["left", "right", "forward"])
+    obs = batch_obs(mm, 3, rng)
+    singles = [agent.infer({"grid": obs["grid"][i], "mission": obs["mission"][i]})["actions"] for i in range(3)]
+    assert [int(a) for a in singles] == agent(obs, {}).tolist()
+    grid = agent.observation_spec().modalities["grid"]  # one check: the spec and grid's own index rules
+    assert grid.shape == (7, 7, 3)
+    with pytest.raises(ObservationError, match="colour index 7"):
+        grid.validate(np.full((7, 7, 3), 7, np.uint8))
+    with pytest.raises(ObservationError, match=r"missing modality \['grid'\]"):
+        agent.infer({"mission": "go"})
+    with pytest.raises(ObservationError, match="expected 3 missions"):
+        agent({"grid": obs["grid"], "mission": ("go",)}, {})

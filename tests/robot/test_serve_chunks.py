@@ -1,41 +1,36 @@
 """`graft serve` on a checkpoint with a saved action generator: real action chunks, not one repeated action.
 
-A tiny agent (rgb + proprio grafted, an action_chunk output and its ActionGenerator) is saved the way
-`graft onboard` leaves it (<run>/<method>/agent with generators/ and the run's config.yaml), then
-served in-process through the same pieces `run_serve` uses (no sockets: `PolicyServer.run_batch`).
+A tiny agent (rgb + proprio grafted, an action_chunk output recorded with inputs [rgb, proprio] and
+execute 4, and its ActionGenerator) is saved the way `graft onboard` leaves it (<run>/<method>/agent
+with generators/), then served in-process through the same pieces `run_serve` uses (no sockets:
+`PolicyServer.run_batch`). The run's config.yaml beside it is stale on purpose: the agent folder
+alone says how to act.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-import torch
 
-RUN_CONFIG = """curriculum:
+
+STALE_RUN_CONFIG = """curriculum:
   stages:
-  - {name: rgb, modality: rgb}
-  - {name: proprio, modality: proprio}
-  - {name: action_chunk, output: action_chunk, generator: action, inputs: [rgb, proprio], rollout: {execute: 4}}
+  - {name: action_chunk, output: action_chunk, generator: action, inputs: [proprio], rollout: {execute: 2}}
 """
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """(agent folder with generator + run config, agent folder without a generator, the generator)."""
-    from graft.agent.build import build_mmllm, graft_output, save_mmllm
-    from graft.agent.generators import build_generator
+    """(agent folder with its generator, agent folder without a generator, the generator)."""
+    from chunk_agent import tiny_chunk_agent
+    from graft.agent.build import save_mmllm
     from graft.curricula.config import compose_config
 
-    torch.manual_seed(0)
-    mm = build_mmllm(compose_config("chat", ["~modality@modalities.grid", "+modality@modalities.rgb=rgb",
-                                             "+modality@modalities.proprio=proprio"]))
-    gen_cfg = compose_config("generate", ["generators.action_chunk.unet.channels=[8,16]",
-                                          "generators.action_chunk.sample_steps=2"]).generators.action_chunk
-    generator = build_generator(gen_cfg)
-    generator.fit(np.random.default_rng(0).uniform(-2.0, 2.0, (64, 2)))  # wider than the Box: answers get clipped
-    graft_output(mm, "action_chunk", gen_cfg.output, generator.cond_tokens, generator.cond_dim)
+    mm, generator = tiny_chunk_agent(compose_config, inputs=["rgb", "proprio"], execute=4)
     root = tmp_path_factory.mktemp("serve_chunks")
-    (root / "run").mkdir()
-    (root / "run" / "config.yaml").write_text(RUN_CONFIG)
+    (root / "run").mkdir()  # an onboarding run's config that disagrees: serving must not read it
+    (root / "run" / "config.yaml").write_text(STALE_RUN_CONFIG)
     with_gen = save_mmllm(mm, root / "run" / "graft" / "agent", generators={"action_chunk": generator})
     without = save_mmllm(mm, root / "plain" / "graft" / "agent")
     return with_gen, without, generator
@@ -73,13 +68,13 @@ def observations(env, seeds=(0, 1)) -> list[dict]:
 def test_a_saved_action_generator_answers_real_chunks(compose, env, saved):
     from graft.agent.chunk_policy import ChunkPolicy, chunk_prompt
     from graft.agent.mmllm import Example
-    from graft.agent.output_trainer import generate_output
+    from graft.agent.outputs import generate_output
     from graft.envs.robot.protocol import validate_observation
 
     folder, _, generator = saved
     policy, model, meta, server = served(compose, env, f"checkpoint={folder}", "seed=3")
     assert isinstance(policy, ChunkPolicy) and policy.output == "action_chunk"
-    assert policy.modalities == ["rgb", "proprio"] and policy.execute == 4  # the stage's, from the run's config.yaml
+    assert policy.modalities == ["rgb", "proprio"] and policy.execute == 4  # graft.json's, not the run config's
     assert meta.chunk_size == 4 and meta.control_rate_hz == pytest.approx(1.0 / env.unwrapped.dt)
     assert list(meta.observation.modalities) == ["rgb", "proprio"] and meta.action_space == env.action_space
     assert model["output"] == "action_chunk" and "first 4 of 16" in model["chunk"]
@@ -137,7 +132,29 @@ def test_without_a_generator_or_with_output_none_the_text_agent_is_served(compos
         agent, model, meta, _ = served(compose, env, *overrides)
         assert type(agent) is Agent and meta.chunk_size == 1 and "repeated" in model["chunk"]
         assert sorted(agent.modalities) == ["proprio", "rgb"]
-    # a copied agent folder without its run's config.yaml: every grafted input the env emits, min(8, H) actions
-    copy = shutil.copytree(folder, without.parent.parent / "copy" / "agent")
-    policy, _, meta, _ = served(compose, env, f"checkpoint={copy}")
+    # a folder saved before graft_output recorded inputs / execute: every grafted input the env emits,
+    # min(8, H) actions
+    old = shutil.copytree(folder, without.parent.parent / "old" / "agent")
+    meta_json = json.loads((old / "graft.json").read_text())
+    for key in ("inputs", "execute", "prompt"):
+        del meta_json["grafts"]["action_chunk"]["output"][key]
+    (old / "graft.json").write_text(json.dumps(meta_json))
+    policy, _, meta, _ = served(compose, env, f"checkpoint={old}")
     assert policy.modalities == ["rgb", "proprio"] and meta.chunk_size == 8
+
+
+def test_ros2_runs_the_same_chunk_policy_in_process(compose, env, saved):
+    """`graft ros2 policy=<folder>` loads through the same loader: chunks of the recorded execute count."""
+    import gymnasium as gym
+    from graft.curricula.ros2 import agent_policy
+    from graft.envs.robot.protocol import Metadata
+    from graft.envs.robot.ros2.policies import LocalPolicy
+    from graft.envs.spec import ObservationSpec
+
+    folder, _, _ = saved
+    fn, model, rate, chunk_size = agent_policy(compose("ros2", [f"policy={folder}"]))
+    assert chunk_size == 4 and model["output"] == "action_chunk" and rate == pytest.approx(1.0 / env.unwrapped.dt)
+    meta = Metadata(ObservationSpec({}), gym.spaces.Box(-1, 1, (2,), np.float32), rate, chunk_size=chunk_size)
+    obs = {**observations(env, (0,))[0], "target": np.zeros(2, np.float32)}  # the bridge's extra keys are ignored
+    reply = LocalPolicy(fn, meta).act(obs, timeout=30)
+    assert reply.actions.shape == (4, 2) and not np.allclose(reply.actions[0], reply.actions[1:])

@@ -2,7 +2,8 @@
 
 The bridge drives its policy through `graft.envs.robot.control_loop.ControlLoop`, which talks to a
 client: `ensure_connected() -> Metadata`, `act(obs, timeout) -> Reply`, `retry_in`, `connects`,
-`stats()`, `close()`. `LocalPolicy` gives any callable `fn(obs) -> action | chunk` that interface, so
+`stats()`, `close()`. `LocalPolicy` gives any callable `fn(obs) -> action | chunk` (or an openpi-style
+`{"actions": action | chunk}`, what a graft policy's `infer` returns) that interface, so
 an agent in this process gets exactly the watchdog, chunking and clamping a `graft serve` client
 gets. Each call runs on a daemon thread and `act` returns by its timeout even when `fn` hangs (a
 dead policy): the loop counts a missed deadline and holds the safe action; a hung call is never
@@ -26,7 +27,8 @@ from graft.envs.robot.protocol import Metadata
 
 
 class LocalPolicy:
-    """`fn(obs) -> action (*shape) or chunk (chunk_size, *shape)` as a PolicyClient (see module docstring)."""
+    """`fn(obs) -> action (*shape) or chunk (chunk_size, *shape)`, bare or as `{"actions": ...}`, as a
+    PolicyClient (see module docstring)."""
 
     def __init__(self, fn: Callable[[Mapping[str, Any]], Any], metadata: Metadata):
         self.fn, self.metadata = fn, metadata
@@ -79,6 +81,10 @@ class LocalPolicy:
 
     def _as_chunk(self, action: Any) -> np.ndarray:
         """One action is repeated chunk_size times; anything else is passed on for the loop to check."""
+        if isinstance(action, Mapping):
+            if "actions" not in action:
+                raise ValueError(f"{self.uri} answered a map without 'actions' (keys {sorted(action)})")
+            action = action["actions"]
         arr = np.asarray(action)
         shape = tuple(self.metadata.action_space.shape or ())
         if arr.shape == shape:

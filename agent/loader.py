@@ -1,0 +1,137 @@
+"""One way from a trained agent to a policy: `load_policy(source, env, ...)`.
+
+    policy = load_policy("runs/onboard/.../graft/agent", env)          # a saved agent folder
+    policy = load_policy(mm, env, generators=run.generators)          # an MM-LLM in memory (training)
+    policy.infer(obs)["actions"]                                      # see agent/policy.py
+
+`graft serve`, `graft rollout`, `graft ros2` and evaluation all go through it, so a checkpoint acts
+the same everywhere. Everything comes from the agent itself (nothing reads a run's config.yaml):
+its grafts, and for an output modality what `graft_output` recorded (agent/build.py: the inputs
+its prompt shows, the actions executed per chunk, its prompt template), the generator's saved
+normalisation stats, and from `env` what it emits (`graft.envs.spec.env_modality_specs`: sensors a
+wrapper adds count), its action space and action names.
+
+`output` picks the policy: "auto" — the agent's only action generator (`ChunkPolicy`), the text
+`Agent` when it has none; "none" (or None) — always the text Agent; a name — that output's action
+generator. Overrides for action chunks: `inputs`, `execute`, `sample_steps`; for the text Agent:
+`inputs`, `dtype` (its merged deployment copy: float32 | bfloat16), `invalid`, `max_new_tokens`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import gymnasium as gym
+import torch
+from graft.agent.chunk_policy import PROMPT as CHUNK_PROMPT
+from graft.agent.chunk_policy import ChunkPolicy
+from graft.agent.mmllm import MMLLM
+from graft.agent.policy import Agent
+from graft.envs.spec import env_modality_specs
+
+DEFAULT_EXECUTE = 8  # actions per chunk when the output recorded none (as rollout_success)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_policy(source: str | Path | MMLLM, env: gym.Env, *, generators: Mapping[str, Any] | None = None,
+                output: str | None = "auto", inputs: Sequence[str] | None = None, execute: int | None = None,
+                sample_steps: int | None = None, dtype: str | torch.dtype | None = None, invalid: str = "fallback",
+                max_new_tokens: int = 32, seed: int = 0, deploy: bool = False) -> Agent | ChunkPolicy:
+    """The policy of agent `source` (a saved folder, or an MMLLM with its `generators` by output
+    name) acting in `env`; see the module docstring. `deploy=True` for callers that only act
+    (the text Agent then scores on merged adapters)."""
+    if isinstance(source, MMLLM):
+        mm, folder = source, None
+        kinds = {n: getattr(g, "kind", None) for n, g in (generators or {}).items()}
+    else:
+        from graft.agent.build import load_mmllm
+
+        folder = Path(source)
+        mm = load_mmllm(folder)
+        kinds = ({n: getattr(g, "kind", None) for n, g in generators.items()} if generators is not None
+                 else saved_generator_kinds(folder))
+    emits = env_modality_specs(env)
+    name = pick_output(mm, kinds, output, saved=generators is None)
+    if name is None:
+        return text_agent(mm, env, emits, inputs=inputs, dtype=dtype, invalid=invalid,
+                          max_new_tokens=max_new_tokens, deploy=deploy)
+    if generators is not None:
+        generator = generators[name]
+    else:
+        from graft.agent.generators import load_generator
+
+        generator = load_generator(folder / "generators" / name)
+    return chunk_policy(mm, name, generator, env, emits, inputs=inputs, execute=execute, sample_steps=sample_steps,
+                        dtype=dtype, seed=seed)
+
+
+def saved_generator_kinds(folder: Path) -> dict[str, str | None]:
+    """{output name: generator kind} of the generators saved in an agent folder, without loading them."""
+    from graft.agent.generators.base import read_meta
+
+    root = folder / "generators"
+    return {p.name: read_meta(p).get("kind") for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+
+
+def pick_output(mm: MMLLM, kinds: Mapping[str, str | None], choice: str | None, saved: bool = True) -> str | None:
+    """The output whose action generator `choice` (auto | none | <name>) picks, or None for the text Agent;
+    `kinds` maps output names to their generator's kind (`saved`: read from the folder, else given)."""
+    where = "the checkpoint" if saved else "the agent"
+    choice = "none" if choice is None else str(choice)
+    if choice == "none":
+        return None
+    actions = [n for n, kind in kinds.items() if kind == "action" and n in mm.outputs]
+    if choice == "auto":
+        if len(actions) > 1:
+            raise ValueError(f"{where} has several action generators {actions}: pick one with output=<name> "
+                             "(or output=none for the text Agent)")
+        return actions[0] if actions else None
+    if choice not in kinds:
+        has = (f"the checkpoint has no generators/{choice}/ (saved generators: {list(kinds)})" if saved
+               else f"no generator was given for it (generators: {list(kinds)})")
+        raise ValueError(f"output={choice!r}: {has}; use output=auto | none | <name>")
+    if kinds[choice] != "action" or choice not in mm.outputs:
+        raise ValueError(f"output={choice!r} is not a grafted output with an action generator (its generator is "
+                         f"{kinds[choice]!r}, outputs: {list(mm.outputs)}); only action chunks can be served")
+    return choice
+
+
+def text_agent(mm: MMLLM, env: gym.Env, emits: Mapping, *, inputs: Sequence[str] | None = None,
+               dtype: str | torch.dtype | None = None, invalid: str = "fallback", max_new_tokens: int = 32,
+               deploy: bool = False) -> Agent:
+    """The text Agent reading `inputs` (default: every grafted modality the env emits)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be float32 or bfloat16 (the text Agent's merged copy), got {dtype!r}")
+        dtype = DTYPES[dtype]
+    elif dtype is not None and dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be float32 or bfloat16 (the text Agent's merged copy), got {dtype!r}")
+    modalities = list(inputs) if inputs else [m for m in mm.modalities if m in emits]
+    if not modalities:
+        raise ValueError(f"the agent reads none of the env's modalities: it has {list(mm.modalities)}, "
+                         f"the env emits {list(emits)}")
+    missing = [m for m in modalities if m not in emits]
+    if missing:
+        raise ValueError(f"the agent reads {modalities}, but the env emits {list(emits)} (missing {missing}); "
+                         "set inputs= to modalities both have")
+    return Agent(mm, env.action_space, getattr(env.unwrapped, "action_names", None), modalities=modalities,
+                 invalid=invalid, max_new_tokens=int(max_new_tokens), deploy=deploy, dtype=dtype, specs=emits)
+
+
+def chunk_policy(mm: MMLLM, output: str, generator, env: gym.Env, emits: Mapping, *,
+                 inputs: Sequence[str] | None = None, execute: int | None = None, sample_steps: int | None = None,
+                 dtype: str | torch.dtype | None = None, seed: int = 0) -> ChunkPolicy:
+    """`ChunkPolicy` over output `output` and its generator, as `graft_output` recorded it (overrides win)."""
+    if dtype not in (None, "float32", torch.float32):
+        raise ValueError(f"dtype={dtype} applies to the text Agent's merged copy; action chunks are served in "
+                         "float32 (dtype=float32, or output=none for the text Agent)")
+    recorded = mm.graft_configs.get(output, {}).get("output") or {}
+    reads = list(inputs or recorded.get("inputs") or [m for m in mm.modalities if m in emits])
+    missing = [m for m in reads if m not in emits]
+    if not reads or missing:
+        raise ValueError(f"output '{output}' reads {reads}, but the env emits {list(emits)} (missing {missing}); "
+                         "set inputs= to modalities both have")
+    execute = int(execute or recorded.get("execute") or min(DEFAULT_EXECUTE, generator.horizon))
+    return ChunkPolicy(mm, output, generator, env.action_space, reads, execute=execute,
+                       sample_steps=int(sample_steps) if sample_steps else None, seed=int(seed),
+                       prompt=recorded.get("prompt") or CHUNK_PROMPT, specs=emits)
