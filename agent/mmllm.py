@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from graft.agent.adapters import AdapterBank
+from graft.agent.example import Example
 from graft.agent.modalities.base import Modality
 from graft.agent.outputs import OutputHead
 from graft.envs.spec import ObservationError
@@ -31,11 +31,6 @@ from torch import nn
 IGNORE = -100
 
 
-@dataclass
-class Example:
-    prompt: str
-    obs: Mapping[str, np.ndarray] = field(default_factory=dict)
-    response: str | None = None
 
 
 class MMLLM(nn.Module):
@@ -57,6 +52,8 @@ class MMLLM(nn.Module):
         self.embed_dim = llm.get_input_embeddings().embedding_dim
         self.build_config: dict = {}  # how to rebuild it (agent/build.py)
         self.graft_configs: dict = {}
+        self.pack: bool | str = False  # forward()'s defaults (agent/packing.py); see forward
+        self.logits_at = "all"
 
     # ---- grafting and trainability -------------------------------------------------------------
     def graft(self, name: str, modality: Modality | None = None, projector: nn.Module | None = None,
@@ -169,12 +166,13 @@ class MMLLM(nn.Module):
         """Encode + project each modality once for the whole batch → {name: (B_m, N_m, D)}."""
         tokens = {}
         for name, modality in self.modalities.items():
-            values = [ex.obs[name] for ex in examples if name in ex.obs]
-            if not values:
+            rows = [ex for ex in examples if name in ex.obs]
+            if not rows:
                 continue
-            for v in values:  # per-sample first: the error names the spec, not a stacking failure
-                modality.validate(v, batched=False)
-            tokens[name] = self.projectors[name](modality(np.stack(values)))
+            for ex in rows:  # per sample: the error names the spec, not a stacking failure; once only
+                if not ex.checked:
+                    modality.validate(ex.obs[name], batched=False)
+            tokens[name] = self.projectors[name](modality(np.stack([ex.obs[name] for ex in rows]), validate=False))
         return tokens
 
     def _token_ids(self, text: str) -> list[int]:
@@ -316,8 +314,8 @@ class MMLLM(nn.Module):
         when that saves FLOPs); `logits_at="labels"` (default `self.logits_at`, "all") computes
         LM-head logits only where a label is predicted (agent/packing.py). Both give the same loss;
         they change the layout of `.logits`."""
-        pack = getattr(self, "pack", False) if pack is None else pack
-        logits_at = getattr(self, "logits_at", "all") if logits_at is None else logits_at
+        pack = self.pack if pack is None else pack
+        logits_at = self.logits_at if logits_at is None else logits_at
         if logits_at not in ("all", "labels"):
             raise ValueError(f"logits_at must be 'all' or 'labels', got {logits_at!r}")
         if any(ex.response is None for ex in examples):

@@ -1,4 +1,7 @@
-"""Training steps for the two MM-LLM stages of one grafted modality.
+"""Training steps of the MM-LLM: the one optimiser step, and a small trainer for one grafted name.
+
+`optimizer_step` is where every training loop of graft takes its step (backward, clip, AdamW,
+zero grad); curricula/engine.py calls it for every stage kind, `StageTrainer` for single batches:
 
 - MM PT: the input projector alone learns, on X–text pairs (conditional text-generation loss).
 - MM IT: the projector and the modality's LoRA adapter learn, on instructions.
@@ -8,10 +11,26 @@ optimiser state. `trainable_report` tells how many parameters each grafted name 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from graft.agent.mmllm import MMLLM, Example
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Sequence[torch.nn.Parameter],
+                   max_grad_norm: float | None = 1.0, backward: Callable[[torch.Tensor], None] | None = None,
+                   what: str = "training") -> float:
+    """Backward (through `backward`, e.g. accelerate's), clip the gradient norm of `params`, step, zero
+    the gradients; returns the loss. A non-finite loss raises before any weight changes."""
+    value = loss.item()
+    if not torch.isfinite(torch.tensor(value)):
+        raise FloatingPointError(f"non-finite loss {value} in {what}")
+    (backward or torch.Tensor.backward)(loss)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return value
 
 
 class StageTrainer:
@@ -27,15 +46,8 @@ class StageTrainer:
 
     def step(self, examples: Sequence[Example]) -> float:
         self.mm.train()
-        loss = self.mm(examples).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} in stage '{self.stage}' of '{self.name}'")
-        loss.backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return optimizer_step(self.optimizer, self.mm(examples).loss, self.params, self.max_grad_norm,
+                              what=f"stage '{self.stage}' of '{self.name}'")
 
 
 def trainable_report(mm: MMLLM) -> dict[str, dict[str, float]]:

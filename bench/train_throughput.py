@@ -48,14 +48,13 @@ def setup(backbone: str, out: Path, episodes: int = 12):
     """A graft MethodRun on the grid stage of babyai_modalities, its replay memory holding text samples."""
     from graft.curricula.config import compose_config
     from graft.curricula.stages import build_stages
-    from graft.curricula.strategy import MethodRun, graft_stage
-    from graft.envs.rollout import load_env_config
+    from graft.curricula.strategy import MethodRun
     from graft.memory.replay import ReplayMemory
     from omegaconf import OmegaConf
 
     cfg = compose_config("onboard", [f"backbone={backbone}", "compare=[graft]", "progress=false", "tensorboard=false",
                                      f"curriculum.data.episodes={episodes}", "curriculum.text.train=512"])
-    env_cfg = OmegaConf.to_container(load_env_config(cfg.curriculum.env), resolve=True)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     stages, text = build_stages(cfg, env_cfg, data_dir() / f"e{episodes}", skip_text=True)
     stage = next(s for s in stages if s.modality == "grid")
     stage.index = 0
@@ -64,12 +63,19 @@ def setup(backbone: str, out: Path, episodes: int = 12):
         return ReplayMemory("reservoir", max_size=int(stage.replay_size), store_path=path, seed=0)
 
     run = MethodRun(cfg, "graft", None, [stage], text, [0.0], out, env_cfg, None, memory_factory)
-    graft_stage(run.mm, cfg, stage, None)
+    stage.graft_seeded(run.mm, cfg, None)
     run.memory.add("text", text["train"][: int(stage.replay_size)])  # an earlier stage's samples to replay
-    run._start = {}
     for plugin in run.plugins:
         plugin.before_stage(run, stage)
     return run, stage
+
+
+def composed(method, stage, step: int) -> list[dict]:
+    """The records graft trains on at `step`: the stage's draw with replay and text mix put in."""
+    batch, rng = stage.draw(method.seed, "it", step)
+    for plugin in method.plugins:
+        plugin.compose(method, stage, "it", batch, rng)
+    return batch.rows
 
 
 def plain_batch(mm, records: list[dict]) -> dict:
@@ -128,16 +134,18 @@ def plain_chunk(run, stage, batches: list[list[dict]]) -> int:
 
 
 def run(backbone: str = "tiny_llama", rounds: int = 3, steps: int = 8) -> dict:
+    from graft.curricula import engine
+
     with tempfile.TemporaryDirectory() as tmp:
         method, stage = setup(backbone, Path(tmp) / "graft")
-        batches = [method.draw(stage, "it", s) for s in range(steps)]  # the records graft trains on
+        batches = [composed(method, stage, s) for s in range(steps)]
         tokens = sum(int(plain_batch(method.mm, b)["attention_mask"].sum()) for b in batches)
         padded = sum(len(b) * int(plain_batch(method.mm, b)["attention_mask"].shape[1]) for b in batches)
         samples = sum(len(b) for b in batches)
 
         def graft(n: int, fast: bool) -> None:
-            method.packing = fast  # graft's default is True; the "graft" row is the loop before packing
-            method.train_phase(stage, "it", n, 0, stage.name)
+            method.fast_text_loss = fast  # graft's default is True; the "graft" row is the loop before packing
+            engine.train(method, stage, "it", n)
 
         variants = {"graft": lambda n: graft(n, False), "graft_packed": lambda n: graft(n, True),
                     "plain": lambda n: plain_chunk(method, stage, batches[:n])}
@@ -152,7 +160,7 @@ def run(backbone: str = "tiny_llama", rounds: int = 3, steps: int = 8) -> dict:
         saves = []
         for _ in range(2):
             t = time.perf_counter()
-            method.save(stage.index, "it", 1, method._start)
+            method.save(stage.index, "it", 1)
             saves.append(time.perf_counter() - t)
         every = int(method.cfg.checkpoint_every)
         checkpoint_per_step = median(saves) / every if every else 0.0

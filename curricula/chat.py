@@ -5,8 +5,9 @@ a random valid observation, a `.npy` file, or an environment's first observation
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from graft.agent.build import build_mmllm, load_mmllm
@@ -24,10 +25,11 @@ def observation_from_config(mm: MMLLM, name: str, source: Mapping[str, Any]) -> 
     if kind == "file":
         return np.load(Path(source["path"]), allow_pickle=False)
     if kind == "env":
-        import hydra
         from graft.curricula.config import compose_config
+        from graft.envs.rollout import make_env_factory
+        from omegaconf import OmegaConf
 
-        env = hydra.utils.instantiate(compose_config("chat", [f"+env={source['env']}"]).env)
+        env = make_env_factory(OmegaConf.to_container(compose_config("chat", [f"+env={source['env']}"]).env))()
         obs, _ = env.reset(seed=int(source.get("seed", 0)))
         env.close()
         return obs[name]

@@ -1,26 +1,27 @@
-"""Training checkpoints of one method's run: safetensors + JSON + the replay store, atomically.
+"""Training checkpoints of one method's run: safetensors + JSON, atomically.
 
 A checkpoint folder holds
-    state.json          where the run is (stage, phase, step), results so far, optimiser scalars
+    state.json          where the run is (stage, phase, step), results so far, optimiser scalars,
+                        and how many adds the replay memory had seen (`memory_adds`)
     tensors.safetensors every parameter that ever trains (projectors, LoRA, output heads, the
                         denoisers of output stages' generators as `generators.<name>.*`),
-                        AdamW moments, plugin state (EWC Fisher/anchors, LwF teacher)
-    memory.sqlite       a snapshot of the replay store (SQLite backup API)
+                        AdamW moments, plugin state (EWC Fisher/anchors, LwF teacher), and extra
+                        tensors of the run (the stage's starting weights, `start/*`)
 and is written under a temporary name and renamed into place, so a SIGKILL at any moment leaves
-either the previous checkpoint or the new one. Nothing is pickled.
+either the previous checkpoint or the new one. Nothing is pickled. The replay memory is not copied
+here: its SQLite store is its only source of truth, and keeps every add's state, so resuming rolls
+it back to `memory_adds` (graft.memory.ReplayMemory.rollback).
 """
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-
 from graft.envs.atomic import recover_dir, write_dir_atomic
+from safetensors.torch import load_file, save_file
 
 
 def named_parameters(mm, generators: Mapping[str, Any] | None = None) -> dict[str, torch.nn.Parameter]:
@@ -63,17 +64,16 @@ def load_optimizer(mm, optimizer: torch.optim.Optimizer, tensors: dict[str, torc
             optimizer.state[params[name]][state_key] = value.clone()
 
 
-def save_checkpoint(folder: Path, mm, optimizer, plugins, memory, state: dict,
-                    generators: Mapping[str, Any] | None = None) -> None:
+def save_checkpoint(folder: Path, mm, optimizer, plugins, state: dict,
+                    generators: Mapping[str, Any] | None = None, extra: Mapping[str, torch.Tensor] | None = None) -> None:
     def write(tmp: Path) -> None:
         tensors = {f"param/{n}": t for n, t in learnable_state(mm, generators).items()}
         opt_tensors, opt_scalars = optimizer_tensors(mm, optimizer, generators)
         tensors.update(opt_tensors)
         for i, plugin in enumerate(plugins):
             tensors.update({f"plugin/{i}/{k}": v.contiguous() for k, v in plugin.tensors().items()})
+        tensors.update(extra or {})
         save_file({k: v.clone() for k, v in tensors.items()}, tmp / "tensors.safetensors")
-        if memory is not None:
-            memory.snapshot(tmp / "memory.sqlite")
         (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_scalars}, indent=1))
 
     write_dir_atomic(write, folder)
@@ -94,12 +94,3 @@ def restore(mm, plugins, tensors: dict[str, torch.Tensor], generators: Mapping[s
     for i, plugin in enumerate(plugins):
         prefix = f"plugin/{i}/"
         plugin.load_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-
-
-def restore_memory_file(folder: Path, live_path: Path) -> None:
-    """Put the checkpoint's replay snapshot back in place of the live store (before opening it)."""
-    snap = recover_dir(folder) / "memory.sqlite"
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(live_path) + suffix).unlink(missing_ok=True)
-    if snap.exists():
-        shutil.copyfile(snap, live_path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads; `threads=` in a config overrides
 
@@ -68,7 +68,7 @@ def _control(cfg) -> int:
 
 
 def _generate(cfg) -> int:
-    from graft.curricula.generate import summary_lines, generate
+    from graft.curricula.generate import generate, summary_lines
 
     report = generate(cfg)
     print("\n".join(summary_lines(report)))

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 def markdown(summary: dict) -> str:
     s, lat, over = summary["stats"], summary["stats"]["latency_ms"], summary["stats"]["overhead_ms"]
     rates = [r["rate_hz"] for r in summary["records"] if r["rate_hz"]]
-    ms = lambda d, k: f"{d[k]:.1f}" if k in d else "-"  # noqa: E731
+    ms = lambda d, k: f"{d[k]:.1f}" if k in d else "-"
     lines = [
         f"# Control: {summary['env']} via {summary['server_uri']}",
         "",

@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from graft.curricula.config import run_dir
 from graft.envs.atomic import write_json_atomic, write_text_atomic
 from graft.envs.datagen import generate_dataset
 from graft.envs.text_tasks import text_dataset
+from omegaconf import OmegaConf
 
 KINDS = {"pt": "caption", "it": "qa", "demo": "demo"}
 

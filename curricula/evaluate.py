@@ -5,19 +5,19 @@ highest log-probability (`MMLLM.score`, one forward per group). The candidates o
 the distinct answers of its group in the test set — text tasks grouped by family, questions by
 their opening words ("How many", "What colour", "Where is"), demonstrations by the env's action
 names — so chance level is known and tiny models get a graded signal. Success rate is the
-`Agent` policy rolled out on vector envs. Output stages (goal images, action chunks) are scored by
-curricula/output_run.py and enter the same row.
+`Agent` policy rolled out on vector envs. Each stage kind scores itself with these
+(curricula/stages); output stages (goal images, action chunks) score their generations.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-
 from graft.agent.mmllm import MMLLM
-from graft.curricula.stages import to_example
+from graft.curricula.stages.base import to_example
 
 
 def group_key(record: Mapping[str, Any]) -> str:
@@ -70,10 +70,11 @@ def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, episodes: int, num_
     """Env rollouts of the Agent reading `modality` only; None when the env lacks it."""
     from graft.agent.policy import Agent
     from graft.envs.rollout import make_env_factory, rollout
+    from graft.envs.spec import env_modality_specs
 
     env = make_env_factory(dict(env_cfg))()
     try:
-        if modality not in getattr(env.unwrapped, "modality_specs", {}):
+        if modality not in env_modality_specs(env):
             return None
         agent = Agent.for_env(mm, env, invalid="fallback")
         agent.modalities = [modality]
@@ -81,28 +82,6 @@ def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, episodes: int, num_
         env.close()
     summary = rollout(dict(env_cfg), agent, episodes=episodes, num_envs=num_envs, seed=seed, progress=False, frames=0)
     return float(summary["success_rate"])
-
-
-def evaluate_row(mm: MMLLM, stages: Sequence, upto: int, text_test: Sequence, eval_cfg: Mapping, env_cfg: Mapping,
-                 action_names: Sequence[str] | None, seed: int,
-                 generators: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Scores after training stage `upto`: every seen stage, the text set, success per seen modality.
-    Output stages are scored by their generator (curricula/output_run.py): the score joins the row,
-    action chunks' rollout success the success row, and every metric goes under "outputs"."""
-    from graft.curricula.output_run import evaluate_stage
-
-    outputs = {s.name: evaluate_stage(mm, s, generators[s.name], eval_cfg, env_cfg, seed)
-               for s in stages[: upto + 1] if getattr(s, "kind", None) == "output"}
-    row = [outputs[s.name]["score"] if s.name in outputs else accuracy(mm, s.test, action_names)
-           for s in stages[: upto + 1]]
-    success = []
-    for s in stages[: upto + 1]:
-        m = s.modality
-        success.append(outputs[s.name].get("success_rate") if s.name in outputs else
-                       None if m is None or not eval_cfg.get("rollout_episodes") else
-                       success_rate(mm, env_cfg, m, int(eval_cfg["rollout_episodes"]), int(eval_cfg["num_envs"]),
-                                    seed=10_000 + seed))
-    return {"acc": row, "text": accuracy(mm, text_test), "success": success, "outputs": outputs}
 
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:

@@ -1,7 +1,11 @@
 """`graft onboard`: the main job. Graft a curriculum's modalities one stage at a time with several
 methods, evaluate after every stage, and write report.json, report.md, plots and TensorBoard logs.
 
-Run folder:
+The env is the `env` config group (`env=babyai_pickup`, `env.level=BabyAI-GoToObj-v0`, a user's
+option on `hydra.searchpath`, or an inline `'~env' '+env={_target_: ...}'`); a curriculum picks its
+default (`override /env@_global_.env: mujoco_reach`).
+
+Run folder (default runs/onboard/<curriculum>-<env>-<time>):
     config.yaml              the composed config (what `resume=` reads back)
     data/<curriculum>/       generated env data (Parquet), reused on resume
     baseline.json            untrained scores per stage (FWT's reference)
@@ -19,16 +23,15 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
-
 from graft.agent.runtime import configure_threads
-from graft.curricula import output_run
+from graft.curricula.config import env_label
 from graft.curricula.config import run_dir as make_run_dir
-from graft.curricula.evaluate import accuracy
+from graft.curricula.engine import distributed
 from graft.curricula.stages import build_stages, stream
-from graft.curricula.strategy import MethodRun, build_agent, distributed, graft_stage
+from graft.curricula.strategy import MethodRun
 from graft.envs.atomic import write_json_atomic, write_text_atomic
-from graft.envs.rollout import load_env_config, make_env_factory
+from graft.envs.rollout import make_env_factory
+from omegaconf import OmegaConf
 
 
 def selected_methods(cfg) -> list[str]:
@@ -45,14 +48,8 @@ def baseline_scores(cfg, stages, out: Path) -> list[float]:
     path = out / "baseline.json"
     if path.exists():
         return json.loads(path.read_text())["scores"]
-    scores = []
-    for stage in stages:
-        if stage.kind == "output":  # its inputs and the output, untrained
-            scores.append(output_run.baseline_score(cfg, stages, stage, graft_stage))
-            continue
-        mm = build_agent(cfg)
-        graft_stage(mm, cfg, stage, None)
-        scores.append(accuracy(mm, stage.test))
+    print(f"untrained baselines for {len(stages)} stage(s)", flush=True)
+    scores = [stage.baseline(cfg, stages) for stage in stages]
     write_json_atomic(path, {"scores": scores, "stages": [s.name for s in stages]})
     return scores
 
@@ -84,15 +81,19 @@ def onboard(cfg) -> dict:
     if cfg.get("resume"):
         cfg, out = load_resumed(cfg)
     else:
-        out = make_run_dir(cfg, "onboard", cfg.curriculum.name)
+        env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+        out = make_run_dir(cfg, "onboard", f"{cfg.curriculum.name}-{env_label(env_cfg)}")
         write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    import avalanche.benchmarks  # noqa: F401  before the process group exists: avalanche builds loggers at
-    # import time and refuses to in a non-main rank of an initialised group
+    from graft.memory import import_avalanche
+
+    import_avalanche()  # before the process group exists: avalanche builds loggers at import time and
+    # refuses to in a non-main rank of an initialised group
     rank, world = distributed()
     if world > 1:  # each rank keeps its own checkpoints and memory; rank 0 writes the report
         out = out / f"rank{rank}"
     started, started_at = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S")
-    env_cfg = OmegaConf.to_container(load_env_config(cfg.curriculum.env), resolve=True)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    print(f"graft onboard: curriculum {cfg.curriculum.name} on {env_label(env_cfg)} -> {out}", flush=True)
     skip_text = cfg.backbone.source != "tiny" and cfg.curriculum.skip_text_for_pretrained
     stages, text = build_stages(cfg, env_cfg, out, skip_text=skip_text)
     benchmark = stream(stages)
@@ -124,7 +125,7 @@ def onboard(cfg) -> dict:
     if writer is not None:
         writer.close()
     report = {
-        "curriculum": cfg.curriculum.name, "config": OmegaConf.to_container(cfg, resolve=True),
+        "curriculum": cfg.curriculum.name, "env": env_label(env_cfg), "config": OmegaConf.to_container(cfg, resolve=True),
         "seeds": {"seed": int(cfg.seed), "data": int(cfg.curriculum.data.seed)}, "versions": versions(),
         "stages": [s.name for s in stages], "started": started_at,
         "seconds": round(time.perf_counter() - started, 1),

@@ -1,25 +1,25 @@
-"""Strategy plugins: what a continual-learning method adds to the plain training loop.
+"""Strategy plugins: what a continual-learning method adds to the training engine.
 
-The loop (curricula/strategy.py) calls, for every plugin in order:
+The engine (curricula/engine.py) calls, for every plugin in order and for every stage kind:
 
     before_stage(run, stage)                      stage starts (after grafting)
-    compose(run, stage, phase, batch, rng)        edit the batch of records for one step
-    penalty(run, examples, output) -> tensor|None  extra loss term for one step
+    compose(run, stage, phase, batch, rng)        put rows into the step's Batch (stages/base.py)
+    penalty(run, stage, loss) -> tensor|None      extra loss term for one step (loss: StepLoss)
     after_stage(run, stage)                       stage trained and evaluated (and promoted)
     tensors() / load_tensors(d)                   state to checkpoint (safetensors)
 
 - ReplayPlugin: mixes samples from a `graft.memory.ReplayMemory` (avalanche storage policies)
-  into instruction-tuning batches, and adds each finished stage to the memory.
+  into instruction-tuning batches, and adds each finished stage's replayable records to it.
 - TextMixPlugin: mixes text-only instructions into every modality stage at a fixed ratio (VILA).
 - EWCPlugin: elastic weight consolidation (Kirkpatrick et al. 2017) on the shared adapter, with a
-  diagonal Fisher from squared gradients of the stage's loss.
+  diagonal Fisher from squared gradients of each stage's own loss.
 - LwFPlugin: learning without forgetting (Li & Hoiem 2017): distil the adapter's pre-stage
-  next-token distributions into the training model on the new stage's data.
+  next-token distributions into the training model on the step's text rows.
 
-Output stages (curricula/output_run.py) train through `train_output_stage`, not this loop: replay
-and text mix reach them through its `mix` callback; `compose` and `penalty` are not called, so
-EWC and LwF regularise text-loss stages only, and neither the replay memory nor EWC's Fisher takes
-anything from an output stage (its records have targets, not text answers).
+A text-loss stage's batch takes mixed rows in place of its own; an output stage adds them as a text
+loss beside its generation loss (`Batch.mix`). Output records hold targets, not text answers, so
+the replay memory keeps none of them (`stage.replayable()`), and LwF distils only where the step
+has a text loss.
 """
 from __future__ import annotations
 
@@ -29,16 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from graft.curricula.stages import to_example
-
 
 class Plugin:
+    needs_logits = False  # the plugin reads full-position logits (the engine then skips packing)
+
     def before_stage(self, run, stage) -> None: ...
 
-    def compose(self, run, stage, phase: str, batch: list[dict], rng: np.random.Generator) -> list[dict]:
-        return batch
+    def compose(self, run, stage, phase: str, batch, rng: np.random.Generator) -> None: ...
 
-    def penalty(self, run, examples, output) -> torch.Tensor | None:
+    def penalty(self, run, stage, loss) -> torch.Tensor | None:
         return None
 
     def after_stage(self, run, stage) -> None: ...
@@ -49,43 +48,35 @@ class Plugin:
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
 
 
-def _replace_tail(batch: list[dict], extra: list[dict]) -> list[dict]:
-    return batch[: len(batch) - len(extra)] + extra if extra else batch
-
-
-def _replace_head(batch: list[dict], extra: list[dict]) -> list[dict]:
-    # replay takes the head and text mix the tail, so with both on neither overwrites the other
-    return extra + batch[len(extra):] if extra else batch
-
-
 class ReplayPlugin(Plugin):
-    """Replaces `stage.replay_ratio` of each IT batch by memory samples."""
+    """Puts `stage.replay_ratio` of each IT batch's size of memory samples into the batch."""
 
     def __init__(self, memory):
         self.memory = memory
 
     def compose(self, run, stage, phase, batch, rng):
-        n = int(round(stage.replay_ratio * len(batch)))
+        n = int(round(stage.replay_ratio * stage.batch_size))
         if phase != "it" or not n or not len(self.memory):
-            return batch
-        return _replace_head(batch, [dict(s) for s in self.memory.sample(n, rng, replace=n > len(self.memory))])
+            return
+        batch.mix([dict(s) for s in self.memory.sample(n, rng, replace=n > len(self.memory))], at="head")
 
     def after_stage(self, run, stage) -> None:
-        if getattr(stage, "kind", None) != "output":
-            self.memory.add(stage.name, stage.it)
+        rows = stage.replayable()
+        if rows:
+            self.memory.add(stage.name, rows)
 
 
 class TextMixPlugin(Plugin):
-    """Replaces `stage.text_mix` of each IT batch of a modality stage by text-only instructions."""
+    """Puts `stage.text_mix` of each IT batch's size of text-only instructions into a modality stage's batch."""
 
     def __init__(self, pool: list[dict]):
         self.pool = pool
 
     def compose(self, run, stage, phase, batch, rng):
-        n = int(round(stage.text_mix * len(batch)))
-        if phase != "it" or stage.modality is None or not n:
-            return batch
-        return _replace_tail(batch, [self.pool[i] for i in rng.choice(len(self.pool), n)])
+        n = int(round(stage.text_mix * stage.batch_size))
+        if phase != "it" or not stage.mixes_text or not n:
+            return
+        batch.mix([self.pool[i] for i in rng.choice(len(self.pool), n)], at="tail")
 
 
 class EWCPlugin(Plugin):
@@ -95,8 +86,6 @@ class EWCPlugin(Plugin):
         self.anchor: dict[str, torch.Tensor] = {}
 
     def after_stage(self, run, stage) -> None:
-        if getattr(stage, "kind", None) == "output":
-            return
         params = run.mm.set_trainable(stage.name, "it")
         named = {n: p for n, p in run.mm.named_parameters() if p.requires_grad and "lora_" in n}
         fisher = {n: torch.zeros_like(p) for n, p in named.items()}
@@ -104,9 +93,10 @@ class EWCPlugin(Plugin):
         for _ in range(self.fisher_batches):
             rows = [stage.it[i] for i in rng.choice(len(stage.it), min(len(stage.it), stage.batch_size), replace=False)]
             run.mm.zero_grad(set_to_none=True)
-            run.mm([to_example(r) for r in rows]).loss.backward()
+            stage.fisher_loss(run, rows).backward()
             for n, p in named.items():
-                fisher[n] += p.grad.detach() ** 2 / self.fisher_batches
+                if p.grad is not None:
+                    fisher[n] += p.grad.detach() ** 2 / self.fisher_batches
         run.mm.zero_grad(set_to_none=True)
         for n, p in named.items():  # online EWC: Fisher information adds up over stages
             self.fisher[n] = self.fisher.get(n, torch.zeros_like(p)) + fisher[n]
@@ -114,7 +104,7 @@ class EWCPlugin(Plugin):
         run.mm.set_trainable(None)
         del params
 
-    def penalty(self, run, examples, output):
+    def penalty(self, run, stage, loss):
         if not self.fisher:
             return None
         named = dict(run.mm.named_parameters())
@@ -130,6 +120,8 @@ class EWCPlugin(Plugin):
 
 
 class LwFPlugin(Plugin):
+    needs_logits = True
+
     def __init__(self, alpha: float, temperature: float = 2.0):
         self.alpha, self.temperature = alpha, temperature
         self.teacher: dict[str, torch.Tensor] = {}
@@ -138,9 +130,10 @@ class LwFPlugin(Plugin):
         if stage.index > 0:  # the model as it was before this stage is the teacher
             self.teacher = {n: p.detach().clone() for n, p in run.mm.named_parameters() if "lora_" in n}
 
-    def penalty(self, run, examples, output):
-        if not self.teacher:
+    def penalty(self, run, stage, loss):
+        if not self.teacher or loss.output is None:
             return None
+        examples, output = loss.examples, loss.output
         named = dict(run.mm.named_parameters())
         with torch.no_grad():
             current = {n: named[n].detach().clone() for n in self.teacher}

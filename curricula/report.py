@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from graft.envs.atomic import write_dir_atomic, write_json_atomic, write_text_atomic
+from graft.envs.atomic import write_bytes_atomic, write_dir_atomic, write_json_atomic, write_text_atomic
 from matplotlib.figure import Figure
 
 DASH = "–"
@@ -136,6 +136,9 @@ def md_method(name: str, m: dict) -> list[str]:
     success = matrix(m.get("success_matrix"), T)
     if not np.isnan(success).all():
         out += md_matrix("Env rollout success", stages, success)
+    if m.get("unscored_success"):
+        out += ["Rollout success not measured for: " + "; ".join(f"{k} ({v})" for k, v in m["unscored_success"].items()),
+                ""]
     if m.get("text_scores"):
         out += ["**Text-only score**: before " + fmt(m.get("text_before")) + "; "
                 + "; ".join(f"after {s} {fmt(v)}" for s, v in zip(stages, m["text_scores"])), ""]
@@ -171,7 +174,8 @@ def when(report: dict) -> str:
 
 def markdown(report: dict, plots: dict[str, Path]) -> str:
     methods = report.get("methods", {})
-    out = [f"# graft report: {report.get('curriculum', DASH)}", "", when(report), "", "## Comparison", ""]
+    env = f" on {report['env']}" if report.get("env") else ""
+    out = [f"# graft report: {report.get('curriculum', DASH)}{env}", "", when(report), "", "## Comparison", ""]
     out += md_table(["method"] + [label for label, _ in COLUMNS],
                     [[name] + metric_cells(m) for name, m in methods.items()]) + [""]
     for name, m in methods.items():
@@ -319,6 +323,17 @@ def write_plots(plots_dir: Path, report: dict) -> dict[str, Path]:
 
     write_dir_atomic(save, plots_dir)
     return {key: plots_dir / f"{key}.png" for key in figs}
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """A uint8 (H, W, 3) array as a PNG file, written atomically."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_report(run_dir, report: dict) -> dict[str, Path]:

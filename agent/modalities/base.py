@@ -62,8 +62,8 @@ class Modality(nn.Module, ABC):
     def validate(self, value: Any, batched: bool = True) -> np.ndarray:
         return self.spec.validate(value, batched=batched)
 
-    def forward(self, batch: np.ndarray) -> torch.Tensor:
-        """Validated batch of raw observations → frozen features `(B, N, F)`."""
-        x = self.preprocess(self.validate(batch))
+    def forward(self, batch: np.ndarray, validate: bool = True) -> torch.Tensor:
+        """Batch of raw observations (validated here unless the caller did) → frozen features `(B, N, F)`."""
+        x = self.preprocess(self.validate(batch) if validate else batch)
         with torch.no_grad():
             return self.encode(x)

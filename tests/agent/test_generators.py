@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 import torch
 from graft.agent.generators import build_generator, load_generator
 from graft.agent.generators.unet1d import ConditionalUnet1D
@@ -15,7 +16,8 @@ VAE = {"block_out_channels": [16, 32], "down_block_types": ["DownEncoderBlock2D"
 def cfgs():
     from graft.curricula.config import compose_config
 
-    return compose_config("generate", ["generators.goal_image.image_size=16"]).generators
+    g = compose_config("onboard", ["generators.image.image_size=16"]).generators
+    return OmegaConf.create({"goal_image": g.image, "action_chunk": g.action})
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ K, N, C = 3, 5, 24
 
 
 def output_cfg(compose, projector="mlp"):
-    return compose("generate", [f"output_projector@generators.goal_image.output.projector={projector}"]).generators.goal_image.output
+    return compose("onboard", [f"output_projector@generators.image.output.projector={projector}"]).generators.image.output
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_chunk_policy_executes_a_chunk_then_replans(tiny_mm, compose, rng):
     from graft.agent.generators import build_generator
 
     mm = tiny_mm(modalities=("grid",))
-    cfg = compose("generate").generators.action_chunk
+    cfg = compose("onboard").generators.action
     gen = build_generator(cfg)
     graft_output(mm, "act", cfg.output, gen.cond_tokens, gen.cond_dim)
     space = gym.spaces.Box(-0.5, 0.5, (2,), np.float32)

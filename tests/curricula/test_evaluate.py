@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from graft.curricula.evaluate import accuracy, candidate_sets, group_key
 
 
@@ -34,4 +33,4 @@ def test_accuracy_is_one_when_the_model_was_taught_the_answers(tiny_mm):
     trainer = StageTrainer(mm, "grid", "it", lr=1e-2)
     for _ in range(30):
         trainer.step([to_example(r) for r in rows])
-    assert accuracy(mm, rows) == 1.0 and before <= 1.0
+    assert accuracy(mm, rows) == 1.0 and before < 1.0

@@ -1,79 +1,35 @@
-"""`graft generate` end to end on tiny settings, and the output-stage functions a curriculum calls."""
+"""`graft generate`: the preset over `graft onboard` for output modalities, and the output metrics."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pytest
-import torch
-from graft.curricula.output_stage import (
-    chunk_l2,
-    evaluate_output,
-    goal_records,
-    image_errors,
-    train_output_stage,
-)
+from graft.curricula.stages.output import chunk_l2, goal_grid, image_errors
 
-TINY = ["progress=false", "png_columns=3", "generators.goal_image.image_size=16", "generators.goal_image.sample_steps=2",
-        "generators.action_chunk.sample_steps=2",
-        "tasks.babyai_goal.episodes={train: 4, test: 3}", "tasks.babyai_goal.steps=2", "tasks.babyai_goal.batch_size=2",
-        "tasks.reach_action.episodes={train: 2, test: 1}", "tasks.reach_action.steps=2", "tasks.reach_action.batch_size=4",
-        "tasks.reach_action.rollout.episodes=2", "tasks.reach_action.rollout.num_envs=2"]
+TINY = ["steps_scale=0.02", "curriculum.data.episodes=4", "curriculum.expert.train=4", "curriculum.expert.test=3",
+        "curriculum.text.train=60", "curriculum.text.test=12", "curriculum.eval.max_examples=3",
+        "generators.image.image_size=16", "generators.image.sample_steps=2", "tensorboard=false"]
 
 
-def test_generate_writes_the_report_the_png_and_checkpoints_that_reproduce_it(compose, tmp_path):
-    from graft.agent.build import load_mmllm
-    from graft.agent.generators import load_generator
-    from graft.curricula.generate import generate
-    from graft.curricula.output_stage import chunk_records
-    from graft.envs.trajectories import expert_splits
+def test_generate_runs_each_curriculum_and_reports_untrained_and_trained_outputs(compose, tmp_path):
+    from graft.curricula.generate import generate, summary_lines
     from PIL import Image
 
-    report = generate(compose("generate", ["run=[babyai_goal,reach_action]", f"run_dir={tmp_path}", *TINY]))
+    overrides = "[" + ",".join(f"'{o}'" for o in TINY) + "]"
+    report = generate(compose("generate", ["curricula=[babyai_goal_image]", f"overrides={overrides}",
+                                           f"run_dir={tmp_path}", "progress=false"]))
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert set(saved["tasks"]) == {"babyai_goal", "reach_action"} and "partial" not in saved
-    goal, act = saved["tasks"]["babyai_goal"], saved["tasks"]["reach_action"]
-    for key in ("mse", "psnr", "score", "seconds_per_sample"):
-        assert goal["untrained"][key] is not None and goal["trained"][key] is not None
-    assert set(goal["references"]) == {"mean_training_goal", "first_view"}
-    assert 0.0 <= act["trained"]["success_rate"] <= 1.0 and act["references"]["expert"]["success_rate"] == 1.0
-    assert 0.0 < act["trained"]["score"] <= 1.0 and act["trained"]["rollout"]["seconds_per_chunk"] > 0
-    assert set(act["loss"]) == {"diffusion", "readout", "total"} and set(goal["loss"]) == {"diffusion", "align", "total"}
-    png = Image.open(tmp_path / goal["png"])
-    assert png.size == (3 * 64 + 2 * 2, 4 * 64 + 3 * 2)  # 3 episodes across; first, real, untrained, trained
+    goal = saved["curricula"]["babyai_goal_image"]["outputs"]["goal_image"]
+    for phase in ("untrained", "trained", "final"):
+        assert {"score", "mse", "psnr", "reference_error"} <= set(goal[phase])
+        assert 0.0 < goal[phase]["score"] < 1.0
+    assert saved["curricula"]["babyai_goal_image"]["env"] == "BabyAI-GoToLocal-v0"
+    png = Image.open(tmp_path / "babyai_goal_image" / "graft" / "goal_image.png")
+    assert png.size == (3 * 64 + 2 * 2, 4 * 64 + 3 * 2)  # 3 test episodes across; first, real, untrained, trained
     md = (tmp_path / "report.md").read_text()
-    assert "| goal-image MSE |" in md and "| success rate |" in md and "ms per generated sample" in md
-    assert report["run_dir"] == str(tmp_path)
-    # the saved MM-LLM + generator reproduce the reported action L2 exactly (same data seeds, same sampling seed)
-    mm, gen = load_mmllm(tmp_path / "reach_action" / "mmllm"), load_generator(tmp_path / "reach_action" / "generator")
-    test = expert_splits("mujoco_reach", {"train": 2, "test": 1}, seed=0)["test"]
-    again = evaluate_output(mm, "action_chunk", gen, chunk_records(test, ["rgb", "proprio"], gen.horizon), seed=0)
-    assert again["l2"] == pytest.approx(act["trained"]["l2"], rel=1e-5)
-
-
-def test_an_output_stage_trains_only_its_own_parts_and_scores_in_unit_range(tiny_mm, compose):
-    from graft.agent.build import graft_output
-    from graft.agent.generators import build_generator
-    from graft.agent.mmllm import Example
-    from graft.envs.trajectories import expert_splits
-
-    mm = tiny_mm(modalities=("grid", "rgb"))
-    cfg = compose("generate", ["generators.goal_image.image_size=16", "generators.goal_image.sample_steps=2"])
-    gen = build_generator(cfg.generators.goal_image)
-    graft_output(mm, "goal_image", cfg.generators.goal_image.output, gen.cond_tokens, gen.cond_dim)
-    records = goal_records(expert_splits("babyai_goto", {"train": 4}, seed=0)["train"], ["rgb", "grid"])
-    before = {n: p.detach().clone() for n, p in mm.named_parameters()}
-    encoder = {n: p.detach().clone() for n, p in gen.text_encoder.named_parameters()}
-    replay = [Example("<grid>\nWhat is ahead?", {"grid": mm.modalities["grid"].sample(np.random.default_rng(1))}, "a wall")]
-    result = train_output_stage(mm, "goal_image", gen, records, steps=3, batch_size=2, mix=lambda rng: replay)
-    assert len(result["losses"]["total"]) == 3 and set(result["losses"]) == {"align", "diffusion", "text", "total"}
-    moved = {n for n, p in mm.named_parameters() if not torch.equal(before[n], p)}
-    assert moved and all(n.startswith("outputs.goal_image.") or ".goal_image." in n for n in moved)
-    assert any("lora_" in n for n in moved)
-    assert all(torch.equal(encoder[n], p) for n, p in gen.text_encoder.named_parameters())
-    assert not any(p.requires_grad for p in mm.parameters()) and not gen.trainable_parameters()  # frozen afterwards
-    scored = evaluate_output(mm, "goal_image", gen, records[:2])
-    assert 0.0 < scored["score"] < 1.0 and scored["generated"].shape == (2, 16, 16, 3)
+    assert "| goal-image PSNR (dB) |" in md and "goal_image.png" in md
+    assert (tmp_path / "babyai_goal_image" / "report.md").exists()  # the onboard run's own report
+    assert summary_lines(report)[0].startswith("babyai_goal_image/goal_image: mse ")
 
 
 def test_image_and_action_errors_on_hand_made_values():
@@ -85,11 +41,19 @@ def test_image_and_action_errors_on_hand_made_values():
     assert chunk_l2(a, b).tolist() == [0.0, 5.0]
 
 
+def test_the_goal_grid_puts_each_kind_in_its_own_row():
+    images = {k: np.full((2, 4, 4, 3), v, np.uint8) for k, v in
+              (("first", 10), ("real", 20), ("untrained", 30), ("trained", 40))}
+    grid = goal_grid(images, columns=2, size=8, gap=1)
+    assert grid.shape == (4 * 8 + 3, 2 * 8 + 1, 3)
+    assert [int(grid[r * 9, 0, 0]) for r in range(4)] == [10, 20, 30, 40]
+
+
 def test_cli_lists_generate_and_prints_its_config(capsys):
     from graft.curricula.cli import main
 
     assert main(["--help"]) == 0
     assert "generate" in capsys.readouterr().out
-    assert main(["generate", "run=[reach_action]", "--cfg"]) == 0
+    assert main(["generate", "curricula=[mujoco_outputs]", "--cfg"]) == 0
     out = capsys.readouterr().out
-    assert "ConditionalUnet1D" not in out and "ActionGenerator.build" in out and "TransformerOutputProjector" in out
+    assert "mujoco_outputs" in out and "method: graft" in out

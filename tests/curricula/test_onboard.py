@@ -10,9 +10,8 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from graft.curricula.onboard import onboard
+from safetensors.torch import load_file
 
 METRICS = ("acc_matrix", "avg_acc", "bwt", "fwt", "forgetting", "text_retention", "success_rate")
 

@@ -9,8 +9,9 @@ import json
 
 import pytest
 import torch
-from graft.curricula import output_run
+from graft.curricula import engine
 from graft.curricula.onboard import onboard
+from graft.curricula.stages import OutputStage
 
 TINY = [
     "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=4", "curriculum.expert.train=4",
@@ -37,13 +38,16 @@ def run(tmp_path_factory):
     from graft.curricula.config import compose_config
 
     out = tmp_path_factory.mktemp("outputs")
-    seen, train_stage = {}, output_run.train_stage
+    seen, train = {}, engine.train
 
-    def spy(run, stage, generator, first_step=0):
+    def spy(run, stage, phase, steps, first_step=0):
+        if not isinstance(stage, OutputStage):
+            return train(run, stage, phase, steps, first_step)
+        generator = run.generators[stage.name]
         mm_before = {n: p.detach().clone() for n, p in run.mm.named_parameters()}
         frozen = {n: p.detach().clone() for n, p in generator.named_parameters() if not n.startswith("unet.")}
         denoiser = {n: p.detach().clone() for n, p in generator.denoiser.named_parameters()}
-        train_stage(run, stage, generator, first_step)
+        train(run, stage, phase, steps, first_step)
         seen[(run.name, stage.name)] = {
             "moved": {n for n, p in run.mm.named_parameters() if not torch.equal(mm_before[n], p)},
             "frozen_kept": all(torch.equal(frozen[n], p) for n, p in generator.named_parameters() if n in frozen),
@@ -52,11 +56,11 @@ def run(tmp_path_factory):
             + [n for n, p in generator.named_parameters() if p.requires_grad],
         }
 
-    output_run.train_stage = spy
+    engine.train = spy
     try:
         report = onboard(compose_config("onboard", [*TINY, "compare=[graft,ewc]", f"run_dir={out}"]))
     finally:
-        output_run.train_stage = train_stage
+        engine.train = train
     return report, out, seen
 
 
@@ -99,18 +103,17 @@ def test_an_output_stage_trains_only_its_head_its_adapter_and_its_denoiser(run):
 def test_the_saved_agent_carries_the_generators_and_reproduces_the_final_scores(run):
     from graft.agent.build import load_generators, load_mmllm
     from graft.curricula.config import compose_config
-    from graft.curricula.output_stage import evaluate_output
     from graft.curricula.stages import build_stages
-    from graft.envs.rollout import load_env_config
+    from graft.curricula.stages.output import evaluate_output
     from omegaconf import OmegaConf
 
     report, out, _ = run
     mm, generators = load_mmllm(out / "graft" / "agent"), load_generators(out / "graft" / "agent")
     assert set(generators) == {"goal_image", "action_chunk"} and set(mm.outputs) == {"goal_image", "action_chunk"}
     cfg = compose_config("onboard", [*TINY, f"run_dir={out}"])
-    stages, _ = build_stages(cfg, OmegaConf.to_container(load_env_config(cfg.curriculum.env), resolve=True), out)
+    stages, _ = build_stages(cfg, OmegaConf.to_container(cfg.env, resolve=True), out)
     final = report["methods"]["graft"]["outputs"]
-    for stage in [s for s in stages if s.kind == "output"]:
+    for stage in [s for s in stages if isinstance(s, OutputStage)]:
         again = evaluate_output(mm, stage.name, generators[stage.name], stage.test, seed=0)
         assert again["score"] == pytest.approx(final[stage.name]["final"]["score"], rel=1e-5)
 
@@ -125,8 +128,8 @@ def test_resume_inside_an_output_stage_gives_the_same_numbers(run, tmp_path, mon
     class Killed(Exception):
         pass
 
-    def save_then_die(self, stage, phase, step, start=None):
-        save(self, stage, phase, step, start)
+    def save_then_die(self, stage, phase, step):
+        save(self, stage, phase, step)
         if (stage, phase, step) == (2, "it", 4):  # the action-chunk stage's second in-stage checkpoint
             raise Killed
 
@@ -144,39 +147,13 @@ def test_resume_inside_an_output_stage_gives_the_same_numbers(run, tmp_path, mon
 def test_an_output_stage_must_read_inputs_grafted_before_it(run):
     from graft.curricula.config import compose_config
     from graft.curricula.stages import build_stages
-    from graft.envs.rollout import load_env_config
     from omegaconf import OmegaConf
 
     _, out, _ = run
     cfg = compose_config("onboard", [*TINY, "curriculum.stages.2.inputs=[depth]"])
-    env_cfg = OmegaConf.to_container(load_env_config(cfg.curriculum.env), resolve=True)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     with pytest.raises(ValueError, match=r"reads inputs \['depth'\]; each must be grafted by an earlier stage"):
         build_stages(cfg, env_cfg, out)
-
-
-def test_the_mix_callback_brings_replay_and_text_mix_and_memory_skips_output_stages(tmp_path):
-    import numpy as np
-    from graft.curricula.plugins import ReplayPlugin, TextMixPlugin
-    from graft.curricula.stages import Stage
-    from graft.memory.replay import ReplayMemory
-
-    settings = {"pt_steps": 0, "it_steps": 1, "batch_size": 8, "lr": 1e-3, "replay_size": 16, "replay_ratio": 0.25,
-                "text_mix": 0.5}
-    rows = [{"prompt": "<grid> q", "response": f"a{i}", "modalities": ["grid"], "kind": "qa",
-             "grid": np.zeros((7, 7, 3), np.uint8)} for i in range(10)]
-    grid = Stage(0, "grid", "grid", settings, it=rows)
-    goal = Stage(1, "goal_image", None, settings, it=[{"prompt": "<grid> imagine", "target": 0}], output={"name": "goal_image"})
-    assert (grid.kind, goal.kind) == ("input", "output")
-    memory = ReplayMemory("reservoir", max_size=16, store_path=tmp_path / "m.sqlite", seed=0)
-    replay, text = ReplayPlugin(memory), TextMixPlugin([{"prompt": "say hi", "response": "hi", "modalities": [], "kind": "text"}])
-    assert output_run.mix_callback([], goal) is None  # naive: nothing mixed
-    replay.after_stage(None, grid)
-    replay.after_stage(None, goal)  # an output stage's records (targets, no answers) never enter the memory
-    assert len(memory) == 10 and set(memory.adds) <= {"grid"}
-    examples = output_run.mix_callback([replay, text], goal)(np.random.default_rng(0))
-    assert [e.response for e in examples].count("hi") == 4 and len(examples) == 6  # 25 % replay + 50 % text of 8
-    assert all(e.response.startswith("a") for e in examples[:2])
-    memory.close()
 
 
 def test_a_rolled_back_output_stage_gets_its_untrained_head_adapter_and_denoiser_back(tmp_path):
