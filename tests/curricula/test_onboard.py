@@ -115,3 +115,31 @@ def test_resume_after_sigkill_gives_the_same_report(tmp_path, small_overrides):
 def test_resume_of_a_folder_that_is_not_a_run_says_so(tmp_path, compose):
     with pytest.raises(FileNotFoundError, match="no config.yaml"):
         onboard(compose("onboard", [f"resume={tmp_path}"]))
+
+
+def test_a_kill_after_the_memory_add_but_before_the_checkpoint_resumes_to_the_same_numbers(
+        small_run, tmp_path, compose, small_overrides, monkeypatch):
+    """The replay store is the only source of truth: it already holds the stage's add when the run
+    dies, and resuming rolls it back to the add count the last checkpoint recorded."""
+    from graft.curricula.strategy import MethodRun
+
+    straight, _ = small_run
+    save = MethodRun.save
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(self, stage, phase, step):
+        if (self.name, stage, phase) == ("graft", 1, "done"):  # grid trained, gated and added to memory
+            assert len(self.memory.adds) == 2
+            raise Killed
+        save(self, stage, phase, step)
+
+    monkeypatch.setattr(MethodRun, "save", save_then_die)
+    with pytest.raises(Killed):
+        onboard(compose("onboard", [*small_overrides, f"run_dir={tmp_path}"]))
+    state = json.loads((tmp_path / "graft" / "checkpoint" / "state.json").read_text())
+    assert state["stage"] == 1 and state["phase"] != "done" and state["memory_adds"] == 1
+    monkeypatch.setattr(MethodRun, "save", save)
+    resumed = onboard(compose("onboard", [f"resume={tmp_path}", "progress=false"]))
+    assert numbers(resumed) == numbers(straight)
