@@ -30,8 +30,7 @@ order). `add()` writes the kept samples and that row in one transaction, so a ki
 leaves the memory as it was before the add or after it. Samples an add evicts stay in the file (at
 most max_size per add), so `rollback(k)` can bring back the state after the k-th add exactly: it
 deletes the later rows and the samples they inserted (their ids are handed out again, see
-SampleStore.rewind) in one transaction. `forget_history(k)` deletes what no rollback to k adds or
-more needs.
+SampleStore.rewind) in one transaction.
 
 Restoring a state (on open, rollback, or after a failed add) replays the adds through avalanche:
 the same experiences with the same seeds give the same buffer, so no private avalanche attribute
@@ -55,7 +54,6 @@ from graft.memory.store import SampleStore
 
 POLICIES = ("reservoir", "balanced")
 CONFIG_KEY = "replay"
-FLOOR_KEY = "replay_floor"  # forget_history(): rollback() may not go below this many adds
 STATE_FORMAT = 2
 _TABLE = """
 CREATE TABLE IF NOT EXISTS replay_adds (
@@ -94,7 +92,7 @@ def _state_json(groups: list[dict[str, list[int]]]) -> str:
 class ReplayMemory:
     """A replay buffer of samples, chosen by an avalanche storage policy, kept in a SampleStore.
 
-    `store_path=None` keeps everything in memory (`snapshot()` still writes a reopenable file).
+    `store_path=None` keeps everything in memory.
     Reopening an existing `store_path` restores the state after its last add; `policy`, `max_size`
     and `seed` must then match what the store was created with.
     """
@@ -151,7 +149,6 @@ class ReplayMemory:
         self._adds = [r[1] for r in rows]
         self._offered = [r[2] for r in rows]
         self._last_ids = [r[3] for r in rows]
-        self._floor = self.store.get_meta(FLOOR_KEY, 0)
         self._policy = self._new_policy()
         for index, offered in enumerate(self._offered):
             self._offer(index, offered)
@@ -241,10 +238,8 @@ class ReplayMemory:
         if isinstance(n_adds, bool) or not isinstance(n_adds, (int, np.integer)):
             raise TypeError(f"n_adds must be an int (a count of adds), got {n_adds!r}")
         n_adds = int(n_adds)
-        if not self._floor <= n_adds <= len(self._adds):
-            why = f"forget_history({self._floor}) dropped what earlier states need" if n_adds < self._floor else ""
-            raise ValueError(f"rollback({n_adds}): this memory can go back to {self._floor}..."
-                             f"{len(self._adds)} adds{'; ' + why if why else ''}")
+        if not 0 <= n_adds <= len(self._adds):
+            raise ValueError(f"rollback({n_adds}): this memory can go back to 0...{len(self._adds)} adds")
         if n_adds == len(self._adds):
             return
         try:
@@ -253,24 +248,6 @@ class ReplayMemory:
                 self.store.rewind(self._last_ids[n_adds - 1] if n_adds else 0)
         finally:
             self._load()
-
-    def forget_history(self, n_adds: int) -> int:
-        """Delete the evicted samples that only rollback() to fewer than `n_adds` adds would need
-        (call it once a checkpoint at `n_adds` adds is safely written); returns how many were
-        deleted. Afterwards rollback(m) needs m >= n_adds."""
-        if isinstance(n_adds, bool) or not isinstance(n_adds, (int, np.integer)) or not 0 <= n_adds <= len(self._adds):
-            raise ValueError(f"forget_history() needs an int in 0...{len(self._adds)}, got {n_adds!r}")
-        n_adds = int(n_adds)
-        if n_adds <= self._floor:
-            return 0
-        needed = {i for (state,) in self.store.conn.execute(
-            "SELECT state FROM replay_adds WHERE add_index >= ?", (n_adds - 1,)) for g in json.loads(state)
-            for i in g["ids"]}
-        with self.store.transaction():
-            deleted = self.store.delete(sorted(set(self.store.ids()) - needed))
-            self.store.set_meta(FLOOR_KEY, n_adds)
-        self._floor = n_adds
-        return deleted
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -316,11 +293,6 @@ class ReplayMemory:
 
     def __len__(self) -> int:
         return len(self._ids)
-
-    def snapshot(self, dst_path: str | os.PathLike):
-        """Copy the store to a file that ReplayMemory(store_path=...) reopens (an export or backup;
-        a training checkpoint needs only len(adds), see rollback())."""
-        return self.store.snapshot(dst_path)
 
     def close(self) -> None:
         self.store.close()

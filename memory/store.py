@@ -8,7 +8,7 @@ states in its own `replay_adds` table of the same file).
 
 Durability: WAL journal with `synchronous=FULL`; every public write is one transaction, and
 `transaction()` groups several writes into one. A process killed at any instant (SIGKILL, power
-loss) leaves the last committed state on disk: never a partial sample or a half-swapped group.
+loss) leaves the last committed state on disk: never a partial sample.
 
 Ids are `INTEGER PRIMARY KEY AUTOINCREMENT`: increasing in insertion order, never reused, except
 that `rewind(last_id)` undoes every insert after `last_id` as if it had never happened (ReplayMemory
@@ -164,15 +164,6 @@ class SampleStore:
                 deleted += self.conn.execute(f"DELETE FROM samples WHERE id IN ({marks})", chunk).rowcount
         return deleted
 
-    def replace_group(self, group: str, samples: Iterable[Mapping[str, Any]]) -> list[int]:
-        """Atomically swap a group's contents for `samples` (new ids); readers see old or new, never
-        a mix. An empty `samples` removes the group."""
-        _check_group(group)
-        encoded = [encode_sample(s) for s in samples]  # fail before touching the old contents
-        with self.transaction():
-            self.conn.execute("DELETE FROM samples WHERE grp = ?", (group,))
-            return self._insert(group, encoded)
-
     def rewind(self, last_id: int) -> int:
         """Delete every sample with an id above `last_id` and make the next insert get id
         `last_id + 1` again, in one transaction; returns how many samples were deleted."""
@@ -265,34 +256,6 @@ class SampleStore:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def snapshot(self, dst_path: str | os.PathLike) -> Path:
-        """Copy the committed store to `dst_path` (SQLite online backup) for a checkpoint. The copy is
-        written beside `dst_path` and renamed into place, so `dst_path` is either absent/old or
-        complete."""
-        if self.in_transaction:
-            raise RuntimeError("snapshot() inside a transaction would copy uncommitted writes; "
-                               "call it after the transaction")
-        dst = Path(dst_path)
-        if self.path != ":memory:" and dst.resolve() == Path(self.path).resolve():
-            raise ValueError(f"snapshot destination {dst} is the store itself")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        try:
-            out = sqlite3.connect(tmp)
-            try:
-                self.conn.backup(out)
-                out.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-            finally:
-                out.close()
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(dst.parent)
-        return dst
-
     def close(self) -> None:
         if self._conn is not None and os.getpid() == self._pid:
             self._conn.close()
@@ -340,14 +303,3 @@ def _int_ids(ids: Iterable[int]) -> list[int]:
 def _chunks(items: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start:start + _CHUNK]
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # platforms without directory fds
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

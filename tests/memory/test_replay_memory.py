@@ -125,15 +125,6 @@ def test_resume_from_disk_is_identical_to_the_uninterrupted_run(policy, tmp_path
     assert all(samples_equal(a, b) for a, b in zip(resumed_after[2], fresh_after[2]))
 
 
-def test_snapshot_of_an_in_memory_buffer_reopens_as_the_same_buffer(tmp_path):
-    memory = ReplayMemory("balanced", max_size=12, seed=2)
-    memory.add("grid", stage("grid", 30))
-    memory.add("rgb", stage("rgb", 30))
-    memory.snapshot(tmp_path / "ckpt.sqlite")
-    with ReplayMemory("balanced", max_size=12, store_path=tmp_path / "ckpt.sqlite", seed=2) as back:
-        assert back.ids() == memory.ids() and contents(back) == contents(memory)
-
-
 def test_sample_is_deterministic_for_a_seed_and_respects_replace():
     memory = ReplayMemory("reservoir", max_size=50, seed=0)
     memory.add("grid", stage("grid", 80))

@@ -123,21 +123,6 @@ def test_a_failing_rollback_changes_nothing():
     assert snapshot(memory) == states[2]
 
 
-def test_forget_history_bounds_the_file_and_then_refuses_earlier_rollbacks():
-    memory, states = run("reservoir")
-    assert memory.store.count() > len(memory)  # evicted samples are kept for rollback
-    assert memory.forget_history(3) > 0
-    memory.rollback(3)
-    buffer_only = lambda state: {k: v for k, v in state.items() if k != "store"}
-    assert buffer_only(snapshot(memory)) == buffer_only(states[2])  # the file lost only history
-    memory.add(STAGES[3][0], stage(*STAGES[3], 3))
-    assert buffer_only(snapshot(memory)) == buffer_only(states[3])
-    with pytest.raises(ValueError, match="forget_history"):
-        memory.rollback(2)
-    memory.forget_history(4)
-    assert memory.store.ids() == sorted(memory.ids())  # only the buffer is left
-
-
 def test_avalanche_gets_real_experiences_through_post_adapt(monkeypatch):
     from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
     from avalanche.benchmarks.scenarios.generic_scenario import CLExperience

@@ -1,4 +1,4 @@
-"""SampleStore: CRUD, atomic group swaps, isolation, snapshots, and survival of a SIGKILL mid-write."""
+"""SampleStore: CRUD, isolation, rewind, and survival of a SIGKILL mid-write."""
 from __future__ import annotations
 
 import os
@@ -84,34 +84,14 @@ def test_bad_sample_or_group_writes_nothing(store):
     assert store.count() == 1
 
 
-def test_replace_group_swaps_atomically_and_leaves_other_groups(store):
-    old = store.put_many("grid", [record("grid", i) for i in range(4)])
-    other = store.put_many("rgb", [record("rgb", 0)])
-    new = store.replace_group("grid", [record("grid", 10 + i) for i in range(2)])
-    assert store.ids("grid") == new and not set(new) & set(old)
-    assert [s["i"] for s in store.get(new)] == [10, 11]
-    assert store.ids("rgb") == other
-    # A bad sample anywhere in the new contents keeps the old contents.
-    with pytest.raises(SampleError):
-        store.replace_group("grid", [record("grid", 20), {"x": (1,)}])
-    assert store.ids("grid") == new
-    # So does an error after the swap inside a larger transaction.
-    with pytest.raises(RuntimeError, match="boom"), store.transaction():
-        store.replace_group("grid", [record("grid", 30)])
-        assert store.count("grid") == 1
-        raise RuntimeError("boom")
-    assert store.ids("grid") == new
-    assert store.replace_group("grid", []) == [] and store.groups() == ["rgb"]
-
-
 def test_a_write_failing_inside_sqlite_rolls_back_whole(store):
-    """A trigger makes SQLite itself fail half-way through a write (after the old group is deleted)."""
+    """A trigger makes SQLite itself fail half-way through a write (after the first sample is in)."""
     store.conn.execute("CREATE TRIGGER poison BEFORE INSERT ON samples WHEN NEW.fields LIKE '%poison%' "
                        "BEGIN SELECT RAISE(ABORT, 'poisoned sample'); END")
     old = store.put_many("grid", [record("grid", i) for i in range(3)])
     poisoned = [record("grid", 10), {"poison": 1}]
     with pytest.raises(sqlite3.IntegrityError, match="poisoned"):
-        store.replace_group("grid", poisoned)
+        store.put_many("grid", poisoned)
     with pytest.raises(sqlite3.IntegrityError, match="poisoned"):
         store.put_many("rgb", [record("rgb", 0), {"poison": 1}])
     assert store.ids() == old and store.groups() == ["grid"]
@@ -134,26 +114,11 @@ def test_other_connections_see_old_or_new_never_a_mix(tmp_path):
     with SampleStore(path) as writer, SampleStore(path) as reader:
         writer.put_many("grid", [record("grid", i) for i in range(5)])
         with writer.transaction():
-            writer.replace_group("grid", [record("grid", 100)])
+            writer.delete(writer.ids("grid"))
+            writer.put_many("grid", [record("grid", 100)])
             assert reader.count("grid") == 5  # uncommitted swap is invisible
             assert [s["i"] for s in reader.get(reader.ids("grid"))] == list(range(5))
         assert [s["i"] for s in reader.get(reader.ids("grid"))] == [100]
-
-
-def test_snapshot_is_a_complete_reopenable_copy(store, tmp_path):
-    ids = store.put_many("grid", [record("grid", i) for i in range(3)])
-    store.set_meta("k", [1, 2])
-    dst = store.snapshot(tmp_path / "ckpt" / "snap.sqlite")
-    store.put("grid", record("grid", 99))  # later writes do not reach the snapshot
-    assert sorted(os.listdir(dst.parent)) == ["snap.sqlite"]  # no temp or -wal files left behind
-    with SampleStore(dst) as snap:
-        assert snap.ids() == ids and snap.get_meta("k") == [1, 2]
-        assert samples_equal(snap.get(ids[:1])[0], record("grid", 0))
-        assert snap.integrity_check() == "ok"
-    with pytest.raises(RuntimeError, match="inside a transaction"), store.transaction():
-        store.snapshot(tmp_path / "x.sqlite")
-    with pytest.raises(ValueError, match="is the store itself"):
-        store.snapshot(store.path)
 
 
 def test_in_memory_store_and_closed_store(tmp_path):
@@ -193,7 +158,9 @@ WRITER = textwrap.dedent(f"""
     while True:
         store.put_many("stream", [make("stream", gen, j) for j in range({BATCH})])
         print("put", gen, flush=True)
-        store.replace_group("swap", [make("swap", gen, j) for j in range(3 + gen % 5)])
+        with store.transaction():  # swap the group's contents: old or new, never a mix
+            store.delete(store.ids("swap"))
+            store.put_many("swap", [make("swap", gen, j) for j in range(3 + gen % 5)])
         print("swap", gen, flush=True)
         gen += 1
 """)
