@@ -33,7 +33,7 @@ from graft.agent.loader import load_policy
 from graft.agent.policy import Agent
 from graft.agent.runtime import configure_threads
 from graft.agent.serve import Policy, PolicyServer, ServeSettings, agent_policy, check_bind, metadata_for
-from graft.curricula.config import config_dir
+from graft.curricula.config import group_options, modality_config
 from graft.envs.atomic import write_json_atomic
 from graft.envs.rollout import make_env_factory
 from graft.envs.spec import env_modality_specs
@@ -50,13 +50,11 @@ def serving(agent: Agent | ChunkPolicy, settings: ServeSettings) -> tuple[Policy
 
 def tiny_agent(cfg, env):
     """A fresh, untrained MM-LLM (`build_mmllm`) with every modality the env emits that has a config."""
-    available = {p.stem for p in (config_dir() / "modality").glob("*.yaml")}
+    available = group_options("modality", cfg.get("searchpath") or [])
     wanted = [m for m in env_modality_specs(env) if m in available]
     torch.manual_seed(int(cfg.seed))
-    return build_mmllm({
-        "backbone": cfg.backbone, "projector": cfg.projector, "lora": cfg.lora, "routing": cfg.routing,
-        "modalities": {m: OmegaConf.load(config_dir() / "modality" / f"{m}.yaml") for m in wanted},
-    })
+    return build_mmllm({"backbone": cfg.backbone, "projector": cfg.projector, "lora": cfg.lora, "routing": cfg.routing,
+                        "modalities": {m: modality_config(cfg, m) for m in wanted}})
 
 
 def build_agent(cfg, env) -> tuple[Agent | ChunkPolicy, dict[str, Any]]:
