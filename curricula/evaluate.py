@@ -68,7 +68,7 @@ def accuracy(mm: MMLLM, records: Sequence[Mapping[str, Any]], action_names: Sequ
 
 def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, episodes: int, num_envs: int, seed: int) -> float | None:
     """Env rollouts of the Agent reading `modality` only; None when the env lacks it."""
-    from graft.agent.policy import Agent
+    from graft.agent.loader import load_policy
     from graft.envs.rollout import make_env_factory, rollout
     from graft.envs.spec import env_modality_specs
 
@@ -76,8 +76,7 @@ def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, episodes: int, num_
     try:
         if modality not in env_modality_specs(env):
             return None
-        agent = Agent.for_env(mm, env, invalid="fallback")
-        agent.modalities = [modality]
+        agent = load_policy(mm, env, output="none", inputs=[modality], invalid="fallback")
     finally:
         env.close()
     summary = rollout(dict(env_cfg), agent, episodes=episodes, num_envs=num_envs, seed=seed, progress=False, frames=0)

@@ -2,32 +2,19 @@
 
     {name: goal_image, output: goal_image, generator: image, inputs: [rgb]}
 
-grafts an output modality the way an input stage grafts a sensor: its own LoRA adapter (or the
-method's shared one), an output head (K signal tokens + output projector) and a fresh diffusers
-generator from `cfg.generators[<generator>]` (configs/generator/<name>.yaml). Keys:
+grafts its own LoRA adapter (or the method's shared one), an output head (K signal tokens + output
+projector) and a fresh diffusers generator `cfg.generators[<generator>]`. Other keys: `observe`
+(inputs the head also reads directly; prefix_attention), `output_projector` (a config group option),
+`horizon` and `every` (action chunks), `generator_overrides`, `generator_lr`, `align_weight`, and
+`rollout: {episodes, num_envs, execute}` (action chunks).
 
-    output            the output modality's name (= the stage name, the adapter, the report column)
-    generator         a name in `cfg.generators`: image → goal views, action → expert action chunks
-    inputs            input modalities the prompt shows; each must be grafted by an earlier stage
-    observe           inputs whose encoder features the head also reads directly (prefix_attention)
-    output_projector  an option of the `output_projector` config group (default: the generator's)
-    horizon           action chunks: H;  every: take every n-th state of an episode as a record
-    generator_overrides   other generator config keys, e.g. {image_size: 16, sample_steps: 4}
-    generator_lr, align_weight     the denoiser's learning rate (default lr), the alignment weight
-    rollout           action chunks: {episodes, num_envs, execute}; episodes default eval.rollout_episodes
-
-Data are solved expert episodes of the curriculum's env (`curriculum.expert: {train, test, seed}`):
-the final rgb view for goal images, the expert's next H actions from each state for chunks. One
-step's loss (NExT-GPT) is
-
-    align_weight * MSE(conditioning, the generator's text encoder on the target caption)   images
-    align_weight * MSE(chunk regressed from the conditioning, expert chunk)               actions
-    + the conditional diffusion loss  + the text loss of rows mixed in by replay / text mix
-
-over the output head, the output's LoRA adapter and the generator's denoiser. The score is
-`1 / (1 + error / error of the test mean)` (0.5: as good as the mean); action chunks also add the
-receding-horizon rollout success. Output records hold targets, not text answers, so the replay
-memory keeps none of them.
+Data are solved expert episodes (`curriculum.expert: {train, test, seed}`): the final rgb view for
+goal images, the expert's next H actions from each state for chunks. A step's loss (NExT-GPT) is the
+conditional diffusion loss + `align_weight` x (MSE to the generator's text encoder on the goal
+caption | MSE of a chunk regressed from the conditioning) + the text loss of rows mixed in by replay
+and text mix, over the head, the output's LoRA adapter and the denoiser. The score is
+`1 / (1 + error / error of the test mean)` (0.5: as good as the mean); chunks also add the
+receding-horizon rollout success. Output records hold targets, not answers: replay keeps none.
 """
 from __future__ import annotations
 
@@ -239,8 +226,8 @@ class OutputStage(Stage):
         episodes = int(self.rollout_cfg.get("episodes", run.cfg.curriculum.eval.get("rollout_episodes") or 0))
         if generator.kind == "action" and episodes and rollouts:
             num_envs = int(self.rollout_cfg.get("num_envs", run.cfg.curriculum.eval.get("num_envs", 4)))
-            metrics.update(rollout_success(run.mm, self.name, generator, run.env_cfg, self.inputs, episodes, num_envs,
-                                           seed=10_000 + run.seed, execute=self.execute))
+            metrics.update(rollout_success(run.mm, self.name, generator, run.env_cfg, episodes, num_envs,
+                                           seed=10_000 + run.seed))
         metrics = {k: v for k, v in metrics.items() if v is not None}
         why = (None if "success_rate" in metrics else "a goal-image output does not act" if generator.kind != "action"
                else "not rolled out before training" if not rollouts else "no rollout episodes configured")
@@ -330,17 +317,19 @@ def evaluate_output(mm, name: str, generator, records: Sequence[Mapping[str, Any
     return out
 
 
-def rollout_success(mm, name: str, generator, env_cfg: Mapping, inputs: Sequence[str], episodes: int,
-                    num_envs: int = 4, seed: int = 10_000, execute: int = DEFAULT_EXECUTE) -> dict:
-    """Success rate of receding-horizon action chunks executed in the env, and time per planned chunk."""
-    from graft.agent.chunk_policy import ChunkPolicy
+def rollout_success(mm, name: str, generator, env_cfg: Mapping, episodes: int, num_envs: int = 4,
+                    seed: int = 10_000) -> dict:
+    """Success rate of receding-horizon action chunks executed in the env (the inputs and execute count
+    the output recorded when it was grafted), and time per planned chunk."""
+    from graft.agent.loader import load_policy
     from graft.envs.rollout import make_env_factory, rollout
 
     env = make_env_factory(dict(env_cfg))()
-    space = env.action_space
-    env.close()
-    policy = ChunkPolicy(mm, name, generator, space, inputs, execute=execute, seed=seed)
+    try:
+        policy = load_policy(mm, env, generators={name: generator}, output=name, seed=seed)
+    finally:
+        env.close()
     summary = rollout(dict(env_cfg), policy, episodes=episodes, num_envs=num_envs, seed=seed, progress=False, frames=0)
     return {"success_rate": float(summary["success_rate"]), "episodes": int(summary["episodes"]),
             "mean_length": float(summary["mean_length"]), "seconds_per_chunk": policy.seconds_per_chunk,
-            "execute": execute}
+            "execute": policy.execute}
