@@ -25,25 +25,12 @@ from graft.envs.atomic import write_json_atomic
 FORMAT_VERSION = 1
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 class ActionTokenizer:
-    """Map actions to token indices and back; see the module docstring."""
+    """Per-dimension action statistics; see the module docstring."""
 
-    def __init__(
-        self,
-        names: Sequence[str] | None = None,
-        dim: int | None = None,
-        n_bins: int = 256,
-        low: Sequence[float] | None = None,
-        high: Sequence[float] | None = None,
-        stats: str = "minmax",
-        prefix: str = "act",
-    ):
+    def __init__(self, names: Sequence[str] | None = None, dim: int | None = None, n_bins: int = 256,
+                 low: Sequence[float] | None = None, high: Sequence[float] | None = None,
+                 stats: str = "minmax", prefix: str = "act"):
         if (names is None) == (dim is None):
             raise ValueError("give exactly one of names= (discrete actions) or dim= (continuous actions)")
         if stats not in ("minmax", "quantile"):
@@ -72,7 +59,7 @@ class ActionTokenizer:
         """Fit per-dimension normalisation bounds on a dataset of actions, shape (N, dim)."""
         if self.discrete:
             return self
-        a = _to_numpy(actions).astype(np.float64)
+        a = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions, dtype=np.float64)
         if a.size == 0 or a.shape[-1] != self.dim or not np.all(np.isfinite(a)):
             raise ValueError(f"fit needs a non-empty, finite (N, {self.dim}) array of actions, "
                              f"got shape {a.shape}")
@@ -86,11 +73,11 @@ class ActionTokenizer:
 
     def _check_bounds(self) -> None:
         if self.low.shape != (self.dim,) or self.high.shape != (self.dim,):
-            raise ValueError(f"low/high must have shape ({self.dim},), "
-                             f"got {self.low.shape}, {self.high.shape}")
+            raise ValueError(f"low/high must have shape ({self.dim},), got {self.low.shape}, "
+                             f"{self.high.shape}")
         if np.any(self.high < self.low) or not np.all(np.isfinite([self.low, self.high])):
-            raise ValueError(f"need finite low <= high, "
-                             f"got low={self.low.tolist()}, high={self.high.tolist()}")
+            raise ValueError(f"need finite low <= high, got low={self.low.tolist()}, "
+                             f"high={self.high.tolist()}")
 
     # -- continuous normalisation (numpy or torch, any leading shape) -------------------------------
     def normalize(self, actions: Any) -> Any:
@@ -139,13 +126,11 @@ class ActionTokenizer:
                    stats=data["stats"], prefix=data["prefix"])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write JSON atomically (temp file in the same folder, then os.replace)."""
         return write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ActionTokenizer:
-        with open(path) as f:
-            return cls.from_json(json.load(f))
+        return cls.from_json(json.loads(Path(path).read_text()))
 
     def __repr__(self) -> str:
         if self.discrete:

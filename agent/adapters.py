@@ -1,10 +1,7 @@
 """Per-name LoRA adapters on one frozen LLM, through peft's named adapters.
 
-`AdapterBank` owns the (peft-wrapped) LLM. `add(name)` grafts a new adapter whose name is the
-modality's (or task's) name; `route(names, trainable)` makes exactly those adapters active and
-only `trainable` (or none) learnable; `save` writes peft's own format (one folder per adapter,
-loadable with `PeftModel.from_pretrained`); `merged(names)` returns a plain model with the
-adapters folded into the weights, for deployment.
+`AdapterBank` owns the (peft-wrapped) LLM; each adapter is named after its modality (or task).
+`save` writes peft's own format (one folder per adapter, loadable with `PeftModel.from_pretrained`).
 
 peft facts this relies on (seen in STACK-NOTES): at tuner level several adapters can be active at
 once and their deltas add up; every `set_adapter` call makes all active adapters trainable again,
@@ -40,13 +37,9 @@ def _peft_wrapping():
 
 def lora_config(cfg: Mapping[str, Any]) -> LoraConfig:
     target = cfg.get("target_modules", "all-linear")
-    return LoraConfig(
-        task_type="CAUSAL_LM",
-        r=int(cfg.get("r", 8)),
-        lora_alpha=int(cfg.get("alpha", 16)),
-        lora_dropout=float(cfg.get("dropout", 0.0)),
-        target_modules=target if isinstance(target, str) else list(target),
-    )
+    return LoraConfig(task_type="CAUSAL_LM", r=int(cfg.get("r", 8)), lora_alpha=int(cfg.get("alpha", 16)),
+                      lora_dropout=float(cfg.get("dropout", 0.0)),
+                      target_modules=target if isinstance(target, str) else list(target))
 
 
 class AdapterBank:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from graft.agent.tokenizer import build_tiny_tokenizer
+from graft.agent.tokenizer import CHAT_TEMPLATE, build_tiny_tokenizer
 from graft.envs.atomic import write_dir_atomic
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -33,34 +33,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "graft"
 
 
-def _freeze(model: PreTrainedModel) -> PreTrainedModel:
-    model.requires_grad_(False)
-    model.eval()
-    return model
-
-
 def build_tiny(model_type: str, config: Mapping[str, Any], seed: int, vocab_size: int = 512):
     tokenizer = build_tiny_tokenizer(vocab_size)
     hf_config = AutoConfig.for_model(
-        model_type,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **dict(config),
-    )
+        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **dict(config))
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(hf_config)
-    return model, tokenizer
+    return AutoModelForCausalLM.from_config(hf_config), tokenizer
 
 
 def find_package_file(package: str, filename: str) -> Path:
     """Locate a data file inside an installed package without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"package '{package}' is not installed; install it with `pip install --no-deps {package.replace('_', '-')}`"
-        )
+        raise FileNotFoundError(f"package '{package}' is not installed; install it with "
+                                f"`pip install --no-deps {package.replace('_', '-')}`")
     path = Path(spec.origin).parent / filename
     if not path.exists():
         raise FileNotFoundError(f"'{filename}' not found in package '{package}' at {path.parent}")
@@ -107,7 +94,5 @@ def load_backbone(cfg: Mapping[str, Any]):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
-        from graft.agent.tokenizer import CHAT_TEMPLATE
-
         tokenizer.chat_template = CHAT_TEMPLATE
-    return _freeze(model), tokenizer
+    return model.requires_grad_(False).eval(), tokenizer  # frozen

@@ -6,8 +6,8 @@ prompt, the MM-LLM's signal-token features condition the action generator, and t
 Plans for several sub-envs are made in one batch. Actions are clipped to the action space.
 
 The `Policy` contract of agent/policy.py: `__call__(obs, infos)` and `reset(env_ids)` are the
-stateful stepping `graft.envs.rollout.rollout` drives; `infer(obs)` / `infer_batch(obs)` (= `plan`)
-are the stateless form for `graft serve` and ROS 2: every row gets a fresh chunk `(execute, A)`.
+stateful stepping `graft.envs.rollout.rollout` drives; `infer(obs)` / `infer_batch(obs)` are the
+stateless form for `graft serve` and ROS 2: every row gets a fresh chunk `(execute, A)`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from graft.agent.generators.action import ActionGenerator
-from graft.agent.mmllm import MMLLM, Example
+from graft.agent.mmllm import MMLLM
 from graft.agent.outputs import generate_output
 from graft.agent.policy import Policy
 from graft.envs.spec import ModalitySpec
@@ -42,17 +42,13 @@ class ChunkPolicy(Policy):
             raise ValueError(f"execute must be in [1, horizon={generator.horizon}], got {execute}")
         if output not in mm.outputs:
             raise ValueError(f"'{output}' is not a grafted output modality (outputs: {list(mm.outputs)})")
-        self.mm, self.output, self.generator, self.space = mm, output, generator, action_space
+        self.mm, self.output, self.generator, self.action_space = mm, output, generator, action_space
         self.env_specs = dict(specs or {})
         self.modalities = modalities
         self.execute, self.sample_steps = int(execute), sample_steps
         self.seed, self.prompt = int(seed), prompt
         self.queues: list[list[np.ndarray]] = []
         self.plans, self.plan_seconds, self.planned_chunks = 0, 0.0, 0
-
-    @property
-    def action_space(self) -> gym.spaces.Box:
-        return self.space
 
     def reset(self, env_ids: Any = None) -> None:
         """Drop the plans of sub-envs `env_ids` (all when None) — their episodes start afresh."""
@@ -63,15 +59,9 @@ class ChunkPolicy(Policy):
             if i < len(self.queues):
                 self.queues[int(i)] = []
 
-    def examples(self, obs: Mapping[str, Any], rows: Sequence[int]) -> list[Example]:
-        return [Example(chunk_prompt(self.modalities, obs["mission"][i], self.prompt),
-                        {m: np.asarray(obs[m][i]) for m in self.modalities}, checked=True) for i in rows]
-
-    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None, *,
-                 validated: bool = False) -> np.ndarray:
+    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
         """One vector-env step: each sub-env's next queued action `(B, A)`, re-planning empty queues."""
-        if not validated:
-            obs = self.check(obs, batched=True)
+        obs = self.check(obs, batched=True)
         n = len(obs["mission"])
         while len(self.queues) < n:
             self.queues.append([])
@@ -80,17 +70,18 @@ class ChunkPolicy(Policy):
             started = time.perf_counter()
             chunks = generate_output(self.mm, self.output, self.generator, self.examples(obs, empty),
                                      steps=self.sample_steps, seed=self.seed + self.plans)  # (B', H, A)
-            self.plan_seconds += time.perf_counter() - started
-            self.plans += 1
-            self.planned_chunks += len(empty)
+            self._planned(started, len(empty))
             for i, chunk in zip(empty, chunks):
                 self.queues[i] = list(chunk[: self.execute])
-        actions = np.stack([self.queues[i].pop(0) for i in range(n)])  # (n, A)
-        return np.clip(actions, self.space.low, self.space.high).astype(self.space.dtype)
+        return self._clip(np.stack([self.queues[i].pop(0) for i in range(n)]))  # (n, A)
 
-    def plan(self, obs: Mapping[str, Any], *, validated: bool = False) -> np.ndarray:
-        """Stateless planning: `infer_batch(obs)["actions"]`, `(B, execute, A)`."""
-        return self.infer_batch(obs, validated=validated)["actions"]
+    def _clip(self, actions: np.ndarray) -> np.ndarray:
+        return np.clip(actions, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+
+    def _planned(self, started: float, chunks: int) -> None:
+        self.plan_seconds += time.perf_counter() - started
+        self.plans += 1
+        self.planned_chunks += chunks
 
     def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
         """One chunk per row of `obs`, its first `execute` actions clipped to the action space →
@@ -106,10 +97,8 @@ class ChunkPolicy(Policy):
                                      for i in rows])  # (B, H, A)
         else:  # one batched denoising loop, every row from the same seeded noise
             chunks = self.generator.generate(cond, steps=self.sample_steps, seed=self.seed, shared_noise=True)
-        self.plan_seconds += time.perf_counter() - started
-        self.plans += 1
-        self.planned_chunks += len(rows)
-        return np.clip(chunks[:, : self.execute], self.space.low, self.space.high).astype(self.space.dtype)
+        self._planned(started, len(rows))
+        return self._clip(chunks[:, : self.execute])
 
     @property
     def seconds_per_chunk(self) -> float | None:

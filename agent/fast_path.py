@@ -119,9 +119,7 @@ class FastScorer:
         """Template tokens before the prompt's own text: the common prefix of two renderings."""
         if self._head_ids is None:
             a, b = self.mm.prompt_ids("a"), self.mm.prompt_ids("b")
-            n = 0
-            while n < min(len(a), len(b)) and a[n] == b[n]:
-                n += 1
+            n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
             self._head_ids = a[:n]
         return self._head_ids
 

@@ -6,10 +6,9 @@
 
 `graft serve`, `graft rollout`, `graft ros2` and evaluation all go through it, so a checkpoint acts
 the same everywhere. Everything comes from the agent itself (nothing reads a run's config.yaml):
-its grafts, and for an output modality what `graft_output` recorded (agent/build.py: the inputs
-its prompt shows, the actions executed per chunk, its prompt template), the generator's saved
-normalisation stats, and from `env` what it emits (`graft.envs.spec.env_modality_specs`: sensors a
-wrapper adds count), its action space and action names.
+its grafts, what `graft_output` recorded for an output modality (agent/build.py), the generator's
+saved normalisation stats, and from `env` what it emits (`env_modality_specs`: sensors a wrapper
+adds count), its action space and action names.
 
 `output` picks the policy: "auto" — the agent's only action generator (`ChunkPolicy`), the text
 `Agent` when it has none; "none" (or None) — always the text Agent; a name — that output's action
@@ -25,6 +24,8 @@ import gymnasium as gym
 import torch
 from graft.agent.chunk_policy import PROMPT as CHUNK_PROMPT
 from graft.agent.chunk_policy import ChunkPolicy
+from graft.agent.generators import load_generator
+from graft.agent.generators.base import read_meta
 from graft.agent.mmllm import MMLLM
 from graft.agent.policy import Agent
 from graft.envs.spec import env_modality_specs
@@ -38,37 +39,27 @@ def load_policy(source: str | Path | MMLLM, env: gym.Env, *, generators: Mapping
                 sample_steps: int | None = None, dtype: str | torch.dtype | None = None, invalid: str = "fallback",
                 max_new_tokens: int = 32, seed: int = 0, deploy: bool = False) -> Agent | ChunkPolicy:
     """The policy of agent `source` (a saved folder, or an MMLLM with its `generators` by output
-    name) acting in `env`; see the module docstring. `deploy=True` for callers that only act
-    (the text Agent then scores on merged adapters)."""
-    if isinstance(source, MMLLM):
-        mm, folder = source, None
-        kinds = {n: getattr(g, "kind", None) for n, g in (generators or {}).items()}
-    else:
-        from graft.agent.build import load_mmllm
+    name) acting in `env`; see the module docstring. `deploy=True`: see `Agent`."""
+    from graft.agent.build import load_mmllm  # hydra and safetensors: only when reading a folder
 
-        folder = Path(source)
-        mm = load_mmllm(folder)
-        kinds = ({n: getattr(g, "kind", None) for n, g in generators.items()} if generators is not None
-                 else saved_generator_kinds(folder))
+    folder = None if isinstance(source, MMLLM) else Path(source)
+    mm = source if folder is None else load_mmllm(folder)
+    if generators is not None:
+        kinds = {n: getattr(g, "kind", None) for n, g in generators.items()}
+    else:
+        kinds = saved_generator_kinds(folder) if folder is not None else {}
     emits = env_modality_specs(env)
     name = pick_output(mm, kinds, output, saved=generators is None)
     if name is None:
         return text_agent(mm, env, emits, inputs=inputs, dtype=dtype, invalid=invalid,
                           max_new_tokens=max_new_tokens, deploy=deploy)
-    if generators is not None:
-        generator = generators[name]
-    else:
-        from graft.agent.generators import load_generator
-
-        generator = load_generator(folder / "generators" / name)
+    generator = generators[name] if generators is not None else load_generator(folder / "generators" / name)
     return chunk_policy(mm, name, generator, env, emits, inputs=inputs, execute=execute, sample_steps=sample_steps,
                         dtype=dtype, seed=seed)
 
 
 def saved_generator_kinds(folder: Path) -> dict[str, str | None]:
     """{output name: generator kind} of the generators saved in an agent folder, without loading them."""
-    from graft.agent.generators.base import read_meta
-
     root = folder / "generators"
     return {p.name: read_meta(p).get("kind") for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
 
@@ -100,11 +91,8 @@ def text_agent(mm: MMLLM, env: gym.Env, emits: Mapping, *, inputs: Sequence[str]
                dtype: str | torch.dtype | None = None, invalid: str = "fallback", max_new_tokens: int = 32,
                deploy: bool = False) -> Agent:
     """The text Agent reading `inputs` (default: every grafted modality the env emits)."""
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be float32 or bfloat16 (the text Agent's merged copy), got {dtype!r}")
-        dtype = DTYPES[dtype]
-    elif dtype is not None and dtype not in DTYPES.values():
+    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if dtype is not None and dtype not in DTYPES.values():
         raise ValueError(f"dtype must be float32 or bfloat16 (the text Agent's merged copy), got {dtype!r}")
     modalities = list(inputs) if inputs else [m for m in mm.modalities if m in emits]
     if not modalities:

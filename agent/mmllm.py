@@ -8,14 +8,13 @@ free text generation (`generate`) and scoring a fixed set of candidate answers i
 pass (`score`, through the prefix-cached token-tree fast path of agent/fast_path.py), e.g. the
 names of an environment's actions.
 
-Output modalities (agent/outputs.py) are grafted the same way: `graft(name, output=OutputHead)`
-adds K signal tokens `<name_k>` and a LoRA adapter `name`. The signal tokens' input embeddings come
-from the head's learned table, spliced wherever they appear; `signal_hidden` returns the LLM's
-last-layer hidden states at them `(B, K, D)` and `output_features` the projected generator
-conditioning `(B, N, C)`.
+Output modalities (agent/outputs.py) are grafted the same way (`graft(name, output=OutputHead)`:
+K signal tokens and a LoRA adapter `name`); `signal_hidden` returns the LLM's last-layer hidden
+states at the signal tokens `(B, K, D)` and `output_features` the generator conditioning `(B, N, C)`.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
 
@@ -29,8 +28,6 @@ from graft.envs.spec import ObservationError
 from torch import nn
 
 IGNORE = -100
-
-
 
 
 class MMLLM(nn.Module):
@@ -152,15 +149,13 @@ class MMLLM(nn.Module):
         for name in self.modalities:
             count = example.prompt.count(f"<{name}>")
             if name in example.obs and count != 1:
-                raise ObservationError(
-                    f"modality '{name}': the prompt must hold exactly one <{name}> placeholder "
-                    f"for the observation, found {count} in {example.prompt!r}"
-                )
+                raise ObservationError(f"modality '{name}': the prompt must hold exactly one <{name}> "
+                                       f"placeholder for the observation, found {count} in "
+                                       f"{example.prompt!r}")
             if name not in example.obs and count:
-                raise ObservationError(
-                    f"modality '{name}': the prompt uses <{name}> but no '{name}' observation was given; "
-                    f"expected {self.modalities[name].spec.describe()}"
-                )
+                want = self.modalities[name].spec.describe()
+                raise ObservationError(f"modality '{name}': the prompt uses <{name}> but no '{name}' "
+                                       f"observation was given; expected {want}")
 
     def encode_observations(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
         """Encode + project each modality once for the whole batch → {name: (B_m, N_m, D)}."""
@@ -247,10 +242,12 @@ class MMLLM(nn.Module):
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids, "labels": lab}
 
-    def _run(self, examples: Sequence[Example], batch: dict, **kwargs):
-        self.route(sorted({k for ex in examples for k in ex.obs}))
+    @contextlib.contextmanager
+    def _routed(self, examples: Sequence[Example], *also: str):
+        """The LLM with the adapters of the examples' modalities (and of `also`) routed and switched on."""
+        self.route(sorted({k for ex in examples for k in ex.obs} | set(also)))
         with self.bank.context():
-            return self.bank.model(**batch, **kwargs)
+            yield self.bank.model
 
     # ---- output modalities ---------------------------------------------------------------------
     def signal_hidden(self, examples: Sequence[Example], name: str, with_prefix: bool = False):
@@ -279,9 +276,8 @@ class MMLLM(nn.Module):
         batch.pop("labels")
         positions = torch.tensor([[where[p] for p in at] for (_, where), at in zip(embedded, found)],
                                  device=batch["inputs_embeds"].device)  # (B, K)
-        self.route(sorted({k for ex in examples for k in ex.obs} | {name}))
-        with self.bank.context():
-            out = self.bank.model(**batch, output_hidden_states=True, **self._keep_one_logit())
+        with self._routed(examples, name) as model:
+            out = model(**batch, output_hidden_states=True, **self._keep_one_logit())
         hidden = out.hidden_states[-1]  # (B, L, D)
         signal = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, K, D)
         return (signal, hidden, batch["attention_mask"]) if with_prefix else signal
@@ -331,11 +327,8 @@ class MMLLM(nn.Module):
         if pack == "auto":
             pack = worth_packing([s.shape[0] for s in seqs], self.backbone.config)
         batch = packed(seqs, labels) if pack else self.pad(seqs, labels)
-        if logits_at == "all":
-            return self._run(examples, batch)
-        self.route(sorted({k for ex in examples for k in ex.obs}))
-        with self.bank.context():
-            return label_logits_forward(self.bank.model, batch)
+        with self._routed(examples) as model:
+            return model(**batch) if logits_at == "all" else label_logits_forward(model, batch)
 
     @torch.no_grad()
     def generate(self, examples: Sequence[Example], max_new_tokens: int = 32, **generate_kwargs) -> list[str]:
@@ -348,14 +341,10 @@ class MMLLM(nn.Module):
         """New token ids `(B, T)`, right-padded with the pad id after an end token."""
         batch = self.pad(self.embed_prompts(examples), side="left")
         batch.pop("labels"), batch.pop("position_ids")
-        self.route(sorted({k for ex in examples for k in ex.obs}))
-        with self.bank.context():
-            out = self.bank.model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                **generate_kwargs,
-            )
-        return out
+        with self._routed(examples) as model:
+            return model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id, **generate_kwargs)
 
     @torch.no_grad()
     def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False) -> torch.Tensor:
@@ -388,7 +377,8 @@ class MMLLM(nn.Module):
                 labels.append(torch.tensor([IGNORE] * p.shape[0] + ids, device=p.device))
         batch = self.pad(seqs, labels)
         target = batch.pop("labels")
-        logits = self._run(examples, batch).logits[:, :-1].float()  # (B*K, L-1, V)
+        with self._routed(examples) as model:
+            logits = model(**batch).logits[:, :-1].float()  # (B*K, L-1, V)
         target = target[:, 1:]
         logp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         logp = (logp * (target != IGNORE)).sum(-1)

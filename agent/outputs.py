@@ -26,9 +26,6 @@ residual stream blurs.
 
 Each projector is built from `configs/output_projector/<name>.yaml` with `in_dim`, `out_dim`,
 `in_tokens` and `out_tokens` filled in when the output modality is grafted.
-
-`generate_output` is the inference path of an output modality: prompts → MM-LLM → signal-token
-states → output projector → the generator's samples.
 """
 from __future__ import annotations
 
@@ -77,18 +74,22 @@ class MLPOutputProjector(nn.Module):
         return self.tokens(self.mlp(h))  # (B, K, D) -> (B, N, C)
 
 
+def decoder_and_out(kind: str, dim: int, num_heads: int, num_layers: int) -> tuple[nn.Module, nn.Module]:
+    """A pre-norm transformer decoder of width `dim` and its output LayerNorm + Linear."""
+    if dim % num_heads:
+        raise ValueError(f"{kind} output projector: out_dim {dim} must be divisible by num_heads {num_heads}")
+    layer = nn.TransformerDecoderLayer(dim, num_heads, dim_feedforward=4 * dim, dropout=0.0, batch_first=True,
+                                       norm_first=True)
+    return nn.TransformerDecoder(layer, num_layers), nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+
+
 class TransformerOutputProjector(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, in_tokens: int, out_tokens: int, num_layers: int = 2,
                  num_heads: int = 4):
         super().__init__()
-        if out_dim % num_heads:
-            raise ValueError(f"transformer output projector: out_dim {out_dim} must be divisible by num_heads {num_heads}")
         self.in_proj = nn.Linear(in_dim, out_dim)
         self.queries = nn.Parameter(torch.randn(out_tokens, out_dim) * out_dim**-0.5)
-        layer = nn.TransformerDecoderLayer(out_dim, num_heads, dim_feedforward=4 * out_dim, dropout=0.0,
-                                           batch_first=True, norm_first=True)
-        self.decoder = nn.TransformerDecoder(layer, num_layers)
-        self.out = nn.Sequential(nn.LayerNorm(out_dim), nn.Linear(out_dim, out_dim))
+        self.decoder, self.out = decoder_and_out("transformer", out_dim, num_heads, num_layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         memory = self.in_proj(h)  # (B, K, C)
@@ -102,17 +103,11 @@ class PrefixAttentionOutputProjector(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, in_tokens: int, out_tokens: int, num_layers: int = 2,
                  num_heads: int = 4):
         super().__init__()
-        if out_dim % num_heads:
-            raise ValueError(f"prefix_attention output projector: out_dim {out_dim} must be divisible by "
-                             f"num_heads {num_heads}")
         # LLM states can be large (random or un-normalised last layers): normalise before projecting,
         # or attention logits saturate and the queries cannot learn where to look
         self.query_proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
         self.memory_proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
-        layer = nn.TransformerDecoderLayer(out_dim, num_heads, dim_feedforward=4 * out_dim, dropout=0.0,
-                                           batch_first=True, norm_first=True)
-        self.decoder = nn.TransformerDecoder(layer, num_layers)
-        self.out = nn.Sequential(nn.LayerNorm(out_dim), nn.Linear(out_dim, out_dim))
+        self.decoder, self.out = decoder_and_out("prefix_attention", out_dim, num_heads, num_layers)
         self.tokens = TokenMix(in_tokens, out_tokens)
 
     def forward(self, h: torch.Tensor, prefix: torch.Tensor, prefix_mask: torch.Tensor,

@@ -11,24 +11,21 @@ whoever drives it (graft serve, graft rollout, graft ros2, evaluation):
     policy.observation_spec()           what one observation must be (the server's handshake)
 
 An observation is validated once, where it enters: `infer`, `infer_batch` and `__call__` check
-their input (`check`) unless told `validated=True` — the server does that, after checking each
-request against the handshake (`observation_spec()`, whose per-modality `validate` already folds
-in the modality's own stricter rules, e.g. grid's index ranges). The policy's examples are marked
+their input (`check`), except `infer_batch(validated=True)` for the server, which has already
+checked each request against the handshake (agent/serve.py). The policy's examples are marked
 `checked`, so the MM-LLM encodes the arrays without re-checking them.
 
 The `Agent` answers in the demonstrations' format (see `graft.envs.datagen`): the modality
 placeholders, the mission, "What is the next action?". Discrete action spaces are answered by
 scoring every action name in one forward pass (no sampling, no parsing); continuous ones by greedy
 generation of the action's numbers, parsed and checked against the action space. `deploy=True`
-scores on a merged copy of the adapters (agent/fast_path.py), rebuilt whenever the live adapters
-change; use it where the agent only acts (serving, benchmarks).
+scores on a merged copy of the adapters (agent/fast_path.py): for where the agent only acts.
 """
 from __future__ import annotations
 
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -43,12 +40,13 @@ NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
 
 # ---- one check per modality --------------------------------------------------------------------------
-@dataclass(frozen=True)
 class CheckedSpec(ModalitySpec):
-    """A modality's spec whose `validate` is one given check (see `boundary_spec`); it serialises
-    like any ModalitySpec (the check stays on this side of the handshake)."""
+    """`spec` with `description` whose `validate` is one given check (see `boundary_spec`); it serialises
+    like any ModalitySpec (`check` is no dataclass field: it stays on this side of the handshake)."""
 
-    check: Callable[[Any, bool], np.ndarray] | None = field(default=None, compare=False, repr=False)
+    def __init__(self, spec: ModalitySpec, description: str, check: Callable[[Any, bool], np.ndarray]):
+        super().__init__(spec.name, spec.shape, spec.dtype, spec.low, spec.high, description)
+        object.__setattr__(self, "check", check)
 
     def validate(self, value: Any, batched: bool = False) -> np.ndarray:
         return self.check(value, batched)
@@ -69,23 +67,18 @@ def boundary_spec(env_spec: ModalitySpec | None, modality: Modality) -> Modality
     """The spec one observation of `modality` is checked against, as ONE validation: the env's exact
     spec when it covers the modality's (rgb: the env's 56x56 covers any HxW), the modality's own
     `validate` when that covers the env's and adds rules of its own (grid's per-channel index
-    ranges), both in turn only when neither covers the other."""
+    ranges), both in turn only when neither covers the other. No env spec: the modality's own."""
     own = modality.spec
+    env = env_spec or own
     own_check = functools.partial(type(modality).validate, modality)
-    stricter = type(modality).validate is not Modality.validate
-    if env_spec is None:
-        return CheckedSpec(own.name, own.shape, own.dtype, own.low, own.high, own.description,
-                           check=own_check) if stricter else own
-    if not stricter and implies(env_spec, own):
-        return env_spec
-    if implies(own, env_spec):
-        return CheckedSpec(own.name, own.shape, own.dtype, own.low, own.high, env_spec.description,
-                           check=own_check)
+    if type(modality).validate is Modality.validate and implies(env, own):
+        return env
+    if implies(own, env):
+        return CheckedSpec(own, env.description, own_check)
 
     def both(value: Any, batched: bool) -> np.ndarray:
-        return own_check(ModalitySpec.validate(env_spec, value, batched), batched)
-    e = env_spec
-    return CheckedSpec(e.name, e.shape, e.dtype, e.low, e.high, e.description, check=both)
+        return own_check(ModalitySpec.validate(env, value, batched), batched)
+    return CheckedSpec(env, env.description, both)
 
 
 # ---- the contract -------------------------------------------------------------------------------------
@@ -95,6 +88,7 @@ class Policy:
 
     name = "policy"
     reader = "policy"  # how errors name it
+    prompt: str  # "{tags}" and "{mission}" slots
     mm: MMLLM
     action_space: gym.Space
     env_specs: dict[str, ModalitySpec]
@@ -118,11 +112,7 @@ class Policy:
 
     def check(self, obs: Mapping[str, Any], batched: bool = False) -> dict[str, Any]:
         """`obs` validated (arrays of the modalities read, the mission(s)) or ObservationError."""
-        missing = [m for m in self.modalities if m not in obs]
-        if missing:
-            want = "; ".join(self.specs[m].describe() for m in missing)
-            raise ObservationError(f"observation is missing modality {missing}: expected {want}")
-        out: dict[str, Any] = {m: self.specs[m].validate(obs[m], batched) for m in self.modalities}
+        out: dict[str, Any] = self.observation_spec().validate(obs, batched)
         if batched:
             n = len(next(iter(out.values()))) if out else len(obs.get("mission", ()))
             missions = obs.get("mission", [""] * n)
@@ -160,24 +150,29 @@ class Policy:
         with torch.no_grad():
             return {"actions": self._infer_batch(obs)}
 
-    def infer(self, obs: Mapping[str, Any], *, validated: bool = False) -> dict[str, np.ndarray]:
+    def infer(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """One observation `{modality: array, "mission": str}` → {"actions": one answer}."""
-        if not validated:
-            obs = self.check(obs)
+        obs = self.check(obs)
         batch = {m: np.asarray(obs[m])[None] for m in self.modalities}  # (1, ...) per modality
         batch["mission"] = [obs.get("mission", "")]
         return {k: v[0] for k, v in self.infer_batch(batch, validated=True).items()}
 
-    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None, *,
-                 validated: bool = False) -> np.ndarray:
+    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
         """One step of vector envs: actions `(B, *action_shape)`."""
-        return self.infer_batch(obs, validated=validated)["actions"]
+        return self.infer_batch(obs)["actions"]
 
     def reset(self, env_ids: Any = None) -> None:
         """Stateless between steps: nothing to clear (the rollout loop calls this on episode ends)."""
 
     def stats(self) -> dict:
         return {}
+
+    def examples(self, obs: Mapping[str, Any], rows: Sequence[int] | None = None) -> list[Example]:
+        """Rows `rows` (default: all) of a validated batch as prompts in `self.prompt`'s format."""
+        tags = "\n".join(f"<{m}>" for m in self.modalities)
+        return [Example(self.prompt.format(tags=tags, mission=obs["mission"][i]),
+                        {m: np.asarray(obs[m][i]) for m in self.modalities}, checked=True)
+                for i in (range(len(obs["mission"])) if rows is None else rows)]
 
     def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
         raise NotImplementedError
@@ -206,8 +201,7 @@ class Agent(Policy):
                 raise ValueError(f"{len(self.action_names)} action names for Discrete({action_space.n})")
         elif not isinstance(action_space, gym.spaces.Box):
             raise TypeError(f"Agent supports Discrete and Box action spaces, got {action_space}")
-        self.max_new_tokens = max_new_tokens
-        self.deploy, self.dtype = deploy, dtype
+        self.max_new_tokens, self.deploy, self.dtype = max_new_tokens, deploy, dtype
 
     @classmethod
     def for_env(cls, mm: MMLLM, env: gym.Env, **kwargs) -> Agent:
@@ -217,15 +211,6 @@ class Agent(Policy):
         shared = [m for m in mm.modalities if m in emits]
         return cls(mm, env.action_space, getattr(env.unwrapped, "action_names", None), modalities=shared,
                    specs=emits, **kwargs)
-
-    def examples(self, obs: Mapping[str, Any]) -> list[Example]:
-        n = len(obs["mission"])
-        tags = "\n".join(f"<{m}>" for m in self.modalities)
-        return [
-            Example(self.prompt.format(tags=tags, mission=obs["mission"][i]),
-                    {m: np.asarray(obs[m][i]) for m in self.modalities}, checked=True)
-            for i in range(n)
-        ]
 
     def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
         examples = self.examples(obs)

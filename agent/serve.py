@@ -7,22 +7,19 @@
 Protocol, codec and the metadata handshake are shared with the client and live in
 `graft.envs.robot` (protocol.py documents the messages). Here:
 
-- Every connection first receives the metadata. Each `act` observation is validated once, here, at
-  the boundary, before it is queued: against the handshake (`validate_observation`; the policy's
-  `observation_spec()` folds each modality's own stricter rules, e.g. grid's index ranges, into
-  that one check per modality), then the text rules of `check` (the policy's `check_text`: no
-  placeholder or signal token in the mission). The policy then runs on the batch with
-  `validated=True` and does not check the arrays again. A bad observation is answered with a
+- Every connection first receives the metadata. Each `act` observation is validated once, here,
+  before it is queued: against the handshake (`validate_observation` on the policy's
+  `observation_spec()`, one check per modality), then the text rules of `check` (the policy's
+  `check_text`); the policy then runs on the batch with `validated=True`. A bad observation gets a
   `bad_observation` error naming what was expected, and the connection stays open. Anything
   undecodable (not msgpack, truncated, a text frame, not a map, an unknown type) gets a
-  `bad_message` error; a model exception gets `server_error` for that request only. Nothing a client sends stops the server.
+  `bad_message` error; a model exception gets `server_error` for that request only. Nothing a
+  client sends stops the server.
 - Valid observations from all connections go through one `Batcher`: one forward pass per batch
   (`max_batch`, `max_wait_ms`), run on a single model thread.
 - Action chunks: the text Agent predicts one action per observation, so a chunk of `chunk_size`
-  repeats it (`(chunk_size, *action_shape)`; default chunk_size 1). Several *different* future
-  actions need either the env (to roll forward) or a policy that predicts chunks (`ChunkPolicy`,
-  the diffusion action generator): a `policy` returning `(B, chunk_size, *action_shape)` is served
-  as is.
+  repeats it (`(chunk_size, *action_shape)`; default chunk_size 1); a policy that predicts chunks
+  (`ChunkPolicy`) returns `(B, chunk_size, *action_shape)`, served as is.
 - Security: with a `token`, a client must send `Authorization: Bearer <token>` in the websocket
   handshake (compared with `hmac.compare_digest`) or gets HTTP 401. Binding to anything but a
   loopback address without a token is refused before any socket opens. Messages are capped at
@@ -109,9 +106,8 @@ def agent_policy(agent) -> Policy:
 
 def metadata_for(agent, env: gym.Env | None, settings: ServeSettings, model: Mapping[str, Any],
                  control_rate_hz: float | None = None) -> Metadata:
-    """The handshake for a policy: its `observation_spec()` (the env's exact spec for each modality it
-    reads, the modality's own where the env has none; the mission as text), its action space, and
-    the control rate (given, else the env's 1 / dt, else 10 Hz)."""
+    """The handshake for a policy: its `observation_spec()`, its action space, and the control rate
+    (given, else the env's 1 / dt, else 10 Hz)."""
     if control_rate_hz is None:
         dt = getattr(env.unwrapped, "dt", None) if env is not None else None
         control_rate_hz = 1.0 / dt if dt else 10.0
@@ -144,8 +140,7 @@ class PolicyServer:
 
     # -- the model side -------------------------------------------------------------------------
     def run_batch(self, observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
-        """Observations validated by `handle` -> one chunk `(chunk_size, *action_shape)` each, one forward
-        (the policy does not validate them again)."""
+        """Observations validated by `handle` -> one chunk `(chunk_size, *action_shape)` each, one forward."""
         spec = self.meta.observation
         # (B, *spec.shape) per modality, a list of B strings per text key
         batch: dict[str, Any] = {m: np.stack([o[m] for o in observations]) for m in spec.modalities}

@@ -1,12 +1,8 @@
 """Training steps of the MM-LLM: the one optimiser step, and a small trainer for one grafted name.
 
 `optimizer_step` is where every training loop of graft takes its step (backward, clip, AdamW,
-zero grad); curricula/engine.py calls it for every stage kind, `StageTrainer` for single batches:
-
-- MM PT: the input projector alone learns, on X–text pairs (conditional text-generation loss).
-- MM IT: the projector and the modality's LoRA adapter learn, on instructions.
-
-The frozen parts (encoders, base LLM, earlier adapters and projectors) get no gradient and no
+zero grad); curricula/engine.py calls it for every stage kind, `StageTrainer` for single batches of
+MM PT or MM IT (what each trains: `MMLLM.set_trainable`). The frozen parts get no gradient and no
 optimiser state. `trainable_report` tells how many parameters each grafted name owns.
 """
 from __future__ import annotations

@@ -6,10 +6,8 @@ conditional diffusion loss under a DDPM schedule (`loss`) and samples in a few s
 DPM-Solver built from the same schedule (`generate`); the sampling noise comes from a seeded
 `torch.Generator`, so a seed gives the same sample every time.
 
-Subclasses own the denoiser and the mapping between targets and the denoiser's space
-(`to_model_space` / `from_model_space`: normalisation, resizing, a VAE's latents). Each saves to
-and loads from a folder of diffusers-format subfolders (`save_pretrained` / `from_pretrained`)
-plus `graft_generator.json`, written atomically.
+Subclasses own the denoiser, the mapping between targets and its space (normalisation, resizing,
+a VAE's latents) and a saved folder: diffusers-format subfolders + `graft_generator.json`.
 """
 from __future__ import annotations
 
@@ -99,28 +97,21 @@ class Generator(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """MSE of the denoiser's prediction at a random timestep of the DDPM schedule."""
+    def loss(self, targets: Any, cond: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """The conditional diffusion loss on raw targets (images, action chunks): MSE of the denoiser's
+        prediction at a random timestep of the DDPM schedule."""
+        x0 = self.to_model_space(targets)
         self.check_cond(cond)
-        b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator).to(x0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator).to(x0.device)
+        steps = self.scheduler.config.num_train_timesteps
+        t = torch.randint(0, steps, x0.shape[:1], generator=generator).to(x0.device)
         x_t = self.scheduler.add_noise(x0, noise, t)
         pred = self.denoise(x_t, t, cond.to(x0.dtype))
-        kind = self.scheduler.config.prediction_type
-        target = {"epsilon": noise, "sample": x0}.get(kind)
+        target = {"epsilon": noise, "sample": x0}.get(self.scheduler.config.prediction_type)
         if target is None:
             target = self.scheduler.get_velocity(x0, noise, t)
         return F.mse_loss(pred, target)
-
-    def loss(self, targets: Any, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The conditional diffusion loss on raw targets (images, action chunks)."""
-        return self.diffusion_loss(self.to_model_space(targets), cond, generator)
-
-    def sampling_scheduler(self, steps: int | None = None):
-        sched = SAMPLERS[self.sampler].from_config(self.scheduler.config)
-        sched.set_timesteps(int(steps or self.sample_steps), device=self.device)
-        return sched
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int | None = None, seed: int = 0,
@@ -133,12 +124,12 @@ class Generator(nn.Module, ABC):
             raise ValueError("shared_noise needs a sampler that adds no noise per step (ddim or dpm), not ddpm")
         was_training = self.training
         self.eval()
-        sched = self.sampling_scheduler(steps)
+        sched = SAMPLERS[self.sampler].from_config(self.scheduler.config)
+        sched.set_timesteps(int(steps or self.sample_steps), device=self.device)
         noise = torch.Generator().manual_seed(int(seed))
         rows = 1 if shared_noise else cond.shape[0]
         x = torch.randn((rows, *self.sample_shape), generator=noise).expand(cond.shape[0], *self.sample_shape)
-        x = x.to(self.device, cond.dtype)
-        x = x * sched.init_noise_sigma
+        x = x.to(self.device, cond.dtype) * sched.init_noise_sigma
         for t in sched.timesteps:
             model_in = sched.scale_model_input(x, t)
             out = self.denoise(model_in, t.expand(x.shape[0]), cond)

@@ -49,13 +49,10 @@ class GridModality(Modality):
         for channel, (label, size) in enumerate(zip(("object", "colour", "state"), (NUM_OBJECTS, NUM_COLORS, NUM_STATES))):
             top = int(value[..., channel].max()) if value.size else 0
             if top >= size:
-                raise ObservationError(
-                    f"modality {self.spec.describe()}: {label} index {top} in channel {channel}, expected < {size}"
-                )
+                raise ObservationError(f"modality {self.spec.describe()}: {label} index {top} in channel "
+                                       f"{channel}, expected < {size}")
         return value
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return (
-            self.object_embed(x[..., 0]) + self.color_embed(x[..., 1]) + self.state_embed(x[..., 2])
-            + self.position_embed
-        )  # (B, 49, F)
+        return (self.object_embed(x[..., 0]) + self.color_embed(x[..., 1]) + self.state_embed(x[..., 2])
+                + self.position_embed)  # (B, 49, F)

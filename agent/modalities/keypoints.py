@@ -32,20 +32,10 @@ from torch import nn
 
 
 class KeypointsModality(Modality):
-    def __init__(
-        self,
-        name: str = "keypoints",
-        source: str = "rgb",
-        num_keypoints: int = 8,
-        hidden_channels: int = 16,
-        kernel_size: int = 5,
-        blur_sigma: float = 1.5,
-        image_size: int = 64,
-        temperature: float = 0.05,
-        fourier: int = 3,
-        bank: str = "random",
-        seed: int = 0,
-    ):
+    def __init__(self, name: str = "keypoints", source: str = "rgb", num_keypoints: int = 8,
+                 hidden_channels: int = 16, kernel_size: int = 5, blur_sigma: float = 1.5,
+                 image_size: int = 64, temperature: float = 0.05, fourier: int = 3, bank: str = "random",
+                 seed: int = 0):
         super().__init__(name)
         if num_keypoints < 1 or hidden_channels < 1 or image_size < 2 or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"modality '{name}': need num_keypoints, hidden_channels >= 1, image_size >= 2 and an odd "

@@ -18,19 +18,9 @@ from torch import nn
 
 
 class ProprioModality(Modality):
-    def __init__(
-        self,
-        name: str = "proprio",
-        dim: int = 6,
-        hidden_dim: int = 64,
-        feature_dim: int = 64,
-        num_tokens: int = 1,
-        mean: list[float] | float = 0.0,
-        std: list[float] | float = 1.0,
-        angles: list[int] | tuple[int, ...] = (),
-        encoder: str = "mlp",
-        seed: int = 0,
-    ):
+    def __init__(self, name: str = "proprio", dim: int = 6, hidden_dim: int = 64, feature_dim: int = 64,
+                 num_tokens: int = 1, mean: list[float] | float = 0.0, std: list[float] | float = 1.0,
+                 angles: list[int] | tuple[int, ...] = (), encoder: str = "mlp", seed: int = 0):
         super().__init__(name)
         angles = sorted({int(a) for a in angles})
         if any(not 0 <= a < dim for a in angles):
@@ -39,8 +29,7 @@ class ProprioModality(Modality):
             raise ValueError(f"modality '{name}': encoder must be 'mlp' or 'identity', got {encoder!r}")
         if encoder == "identity" and num_tokens != 1:
             raise ValueError(f"modality '{name}': the identity encoder gives one token, got num_tokens={num_tokens}")
-        self.dim, self.num_tokens = dim, num_tokens
-        self.angles = angles
+        self.dim, self.num_tokens, self.angles = dim, num_tokens, angles
         self.register_buffer("_linear", torch.tensor([d not in angles for d in range(dim)]), persistent=False)
         width = dim + len(angles)  # linear dims + (sin, cos) per angle
         self._feature_dim = width if encoder == "identity" else feature_dim

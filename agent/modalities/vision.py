@@ -27,10 +27,9 @@ def vision_config(config: PretrainedConfig, source: str) -> PretrainedConfig:
     """The config of the tower to load (the vision half of CLIP / SigLIP); rejects unsupported families."""
     vision = getattr(config, "vision_config", None) or config
     if vision.model_type not in FAMILIES:
-        raise ValueError(
-            f"vision tower {source!r}: unsupported {type(config).__name__} (model_type {config.model_type!r}); "
-            f"supported families: {', '.join(FAMILIES.values())} (model_type {', '.join(map(repr, FAMILIES))})"
-        )
+        raise ValueError(f"vision tower {source!r}: unsupported {type(config).__name__} (model_type "
+                         f"{config.model_type!r}); supported families: {', '.join(FAMILIES.values())} "
+                         f"(model_type {', '.join(map(repr, FAMILIES))})")
     return vision
 
 
@@ -54,17 +53,9 @@ class VisionModality(Modality):
 
     channels: int = 3
 
-    def __init__(
-        self,
-        name: str,
-        pretrained: str | None = None,
-        tower: Mapping[str, Any] | None = None,
-        mean: float | list[float] = 0.5,
-        std: float | list[float] = 0.5,
-        drop_cls: bool = True,
-        seed: int = 0,
-        image_size: int | None = None,
-    ):
+    def __init__(self, name: str, pretrained: str | None = None, tower: Mapping[str, Any] | None = None,
+                 mean: float | list[float] = 0.5, std: float | list[float] = 0.5, drop_cls: bool = True,
+                 seed: int = 0, image_size: int | None = None):
         super().__init__(name)
         self.encoder = load_vision_tower(pretrained, tower, seed)
         cfg = self.encoder.config
