@@ -6,7 +6,6 @@ wrapped-around action deep inside a simulator.
 
     validate_action(space, action)          one action for one env → the action as the space's type
     validate_actions(single_space, batch)   a (num_envs, ...) batch for a vector env
-    ValidateActions(env)                    a wrapper doing the former on every step
 """
 from __future__ import annotations
 
@@ -21,10 +20,8 @@ class ActionError(ValueError):
 
 
 def _fail(space: gym.Space, action: Any, why: str) -> ActionError:
-    if isinstance(action, np.ndarray):
-        shown = np.array2string(action, precision=4, threshold=20)
-    else:
-        shown = repr(action)
+    is_array = isinstance(action, np.ndarray)
+    shown = np.array2string(action, precision=4, threshold=20) if is_array else repr(action)
     return ActionError(f"invalid action {shown} for action space {space}: {why}")
 
 
@@ -94,10 +91,3 @@ def validate_actions(single_space: gym.Space, actions: Any, num_envs: int) -> np
             raise ActionError(f"sub-env {i}: {exc}") from None
     return np.stack([np.asarray(a) for a in checked]).astype(
         single_space.dtype if single_space.dtype is not None else arr.dtype)
-
-
-class ValidateActions(gym.Wrapper):
-    """Raise ActionError before stepping the env with an action outside its action space."""
-
-    def step(self, action):
-        return self.env.step(validate_action(self.env.action_space, action))

@@ -12,9 +12,8 @@ the agent stands at row 6, col 3 and looks towards row 0. Cell codes are minigri
 OBJECT_TO_IDX / COLOR_TO_IDX / STATE_TO_IDX. Actions are Discrete(7), named in ACTION_NAMES.
 `info["is_success"]` is True on the step that completes the mission.
 
-Next to the env live its language and its expert, found by the generic code through the wrapper
-chain: `describe(obs, rng)` (captions and questions for grid and rgb, `graft.envs.babyai_language`),
-`caption_prompts`, and `make_expert(**kwargs)` (minigrid's BabyAIBot, `graft.envs.experts`).
+Its language (`describe`, `caption_prompts`: graft.envs.babyai_language) and its expert
+(`make_expert`: minigrid's BabyAIBot, graft.envs.experts) are found through the wrapper chain.
 """
 from __future__ import annotations
 
@@ -26,11 +25,12 @@ from typing import Any
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* and MiniGrid-* ids)
 import numpy as np
-from graft.envs.babyai_grid import AGENT_COL, AGENT_ROW, OBJECT_TYPES, VIEW, Seen, cell_kind, visible_objects  # noqa: F401
+from graft.envs.babyai_grid import AGENT_COL, AGENT_ROW, VIEW, cell_kind, visible_objects  # noqa: F401
+from graft.envs.babyai_language import CAPTION_PROMPTS, describe_babyai
+from graft.envs.experts import BabyAIExpert
 from graft.envs.spec import ModalitySpec, ObservationSpec
 
 ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
-DIRECTION_NAMES = ("east", "south", "west", "north")
 MISSION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
@@ -85,33 +85,20 @@ class BabyAIEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(len(ACTION_NAMES))
 
     @property
-    def mission(self) -> str:
-        return self.minigrid.mission
-
-    @property
     def carrying(self) -> str:
         """What the agent holds, e.g. "red key", or "" for nothing."""
         obj = self.minigrid.carrying
         return f"{obj.color} {obj.type}" if obj is not None else ""
 
     # -- language and expert (found by graft.envs.captions / graft.envs.experts) ----------------
+    caption_prompts = CAPTION_PROMPTS
+
     def describe(self, obs: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, tuple]:
         """`{"grid": (caption, [(question, answer), ...]), "rgb": (same)}` for one observation."""
-        from graft.envs.babyai_language import describe_babyai
-
         return describe_babyai(self, obs)
-
-    @property
-    def caption_prompts(self) -> dict[str, tuple[str, ...]]:
-        """Prompts that ask for a caption, per described modality."""
-        from graft.envs.babyai_language import CAPTION_PROMPTS
-
-        return CAPTION_PROMPTS
 
     def make_expert(self, **kwargs):
         """The expert for this level: `BabyAIExpert(**kwargs)` (BabyAIBot with step/time budgets)."""
-        from graft.envs.experts import BabyAIExpert
-
         return BabyAIExpert(**kwargs)
 
     # -- gymnasium API ---------------------------------------------------------------------------
@@ -144,6 +131,4 @@ class BabyAIEnv(gym.Env):
         }
 
 
-def make_babyai_env(name: str | None = None, **kwargs) -> BabyAIEnv:
-    """Hydra factory: `_target_: graft.envs.babyai.make_babyai_env` plus BabyAIEnv's kwargs."""
-    return BabyAIEnv(name=name, **kwargs)
+make_babyai_env = BabyAIEnv  # the configs' `_target_`, with BabyAIEnv's keyword arguments

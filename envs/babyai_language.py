@@ -4,8 +4,6 @@
 modalities show the same egocentric 7x7 view, so what is said is the same for both and is visible
 in either. `qas` are `(question, answer)` pairs whose answers are short and exact ("2", "red",
 "ahead left", "yes"), checkable by string match against the stored `grid`.
-The generic code in `graft.envs.captions` picks a caption prompt (`CAPTION_PROMPTS`) and a few of
-the questions per step.
 """
 from __future__ import annotations
 
@@ -22,12 +20,6 @@ CAPTION_PROMPTS = {
 }
 
 QAs = list[tuple[str, str]]
-
-
-def describe_babyai(env: Any, obs: Mapping[str, Any]) -> dict[str, tuple[str, QAs]]:
-    """Caption and questions for `grid` and `rgb` of one observation (module docstring)."""
-    said = view_language(env, obs["grid"])
-    return {"grid": said, "rgb": said}
 
 
 def _count(n: int, unit: str) -> str:
@@ -52,8 +44,9 @@ def _dist(s: Seen) -> int:
     return abs(s.ahead) + abs(s.right)
 
 
-def view_language(env: Any, grid) -> tuple[str, QAs]:
-    """(caption, questions) about the egocentric `grid` (7, 7, 3) and what the agent carries."""
+def describe_babyai(env: Any, obs: Mapping[str, Any]) -> dict[str, tuple[str, QAs]]:
+    """Caption and questions about the egocentric `grid` (7, 7, 3) and what the agent carries."""
+    grid = obs["grid"]
     seen = visible_objects(grid)
     parts = []
     for s in seen[:4]:
@@ -85,4 +78,4 @@ def view_language(env: Any, grid) -> tuple[str, QAs]:
         qas.append(("Which object is closest to you?", seen[0].name))
     qas.append(("Is there a wall right in front of you?", "yes" if "ahead" in walls else "no"))
     qas.append(("What are you carrying?", f"a {holding}" if holding else "nothing"))
-    return caption, qas
+    return {"grid": (caption, qas), "rgb": (caption, qas)}

@@ -5,8 +5,7 @@ A describer is any layer of the wrapper chain (a gymnasium Wrapper or the unwrap
     describe(obs, rng) -> {modality: (caption, [(question, answer), ...])}
 
 written from privileged simulator state; answers are short and exact ("2", "red", "yes", "back
-left") so they can be checked by string match. `BabyAIEnv.describe` (graft.envs.babyai_language)
-and `ReachEnv.describe` (graft.envs.mujoco_reach_language) are the built-in ones; a wrapper that adds
+left") so they can be checked by string match. BabyAIEnv and ReachEnv have one; a wrapper that adds
 a sensor adds its captions and questions the same way. `describe(env, obs, rng)` walks the chain
 from `env.unwrapped` outwards, so the env's own modalities come first and an outer layer may
 re-describe a modality an inner one describes (it then replaces that entry, in place).
@@ -47,17 +46,15 @@ def describe_modalities(env: Any, obs: Mapping[str, Any], rng: np.random.Generat
     """`{modality: (caption, qas)}` merged over all describers, innermost first (module docstring)."""
     merged: dict[str, tuple[str, QAs]] = {}
     for layer in reversed(describers(env)):
-        said = layer.describe(obs, rng)
-        merged.update(_checked(layer, said))
+        merged.update(_checked(layer, layer.describe(obs, rng)))
     return merged
 
 
 def caption_prompts(env: Any, modality: str) -> Sequence[str]:
     """The caption instructions for `modality`: from the outermost layer that names it."""
     for layer in find_on_layers(env, "caption_prompts"):
-        prompts = layer.caption_prompts
-        if modality in prompts:
-            return tuple(prompts[modality])
+        if modality in layer.caption_prompts:
+            return tuple(layer.caption_prompts[modality])
     return GENERIC_PROMPTS
 
 

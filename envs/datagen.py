@@ -1,11 +1,9 @@
 """Training data from simulators: captions (MM PT), questions and demonstrations (MM IT).
 
-`generate_dataset(env, out_dir, episodes, seed)` runs the env's expert from privileged state
-(`experts.make_expert`: the first `make_expert` on the env's wrapper chain), keeps the episodes it
-solves, and writes one flat record per (step, utterance). Demonstrations are written for every
-modality of `spec.env_modality_specs(env)` (the Box entries of the outermost observation space, so a
-sensor a wrapper adds counts); captions and questions for the modalities a describer on the wrapper
-chain talks about (`captions.describe`). A sensor without a describer still gets demos.
+`generate_dataset(env, out_dir, episodes, seed)` runs the env's expert (`experts.make_expert`), keeps
+the episodes it solves, and writes one flat record per (step, utterance): demonstrations for every
+modality of `spec.env_modality_specs(env)` (so a sensor a wrapper adds gets demos, described or not),
+captions and questions for the modalities a describer on the wrapper chain talks about (`captions`).
 
     episode_seed int64          reset seed of the episode (train and test never share one)
     step         int32          step index in the episode
@@ -24,9 +22,7 @@ chain talks about (`captions.describe`). A sensor without a describer still gets
 
 Written as `<out_dir>/<split>.parquet` with Hugging Face `datasets` (features kept in the Parquet
 metadata) plus `datagen.json` (counts, seeds, sizes, timing). Same arguments → same rows.
-Load with `load_generated(out_dir)`. For torch, take rows or slices of `ds.with_format("numpy")`
-and pass them through `to_torch(batch, ds.features)`: datasets' own numpy/torch formatters widen
-uint8 images to int64, `to_torch` restores the declared dtypes.
+Load with `load_generated(out_dir)`.
 """
 from __future__ import annotations
 
@@ -47,9 +43,13 @@ from graft.envs.factory import make_env_factory
 from graft.envs.spec import env_modality_specs
 
 DEFAULT_SPLITS = {"train": 0.8, "test": 0.2}
-
-
-RECORD_COLUMNS = ("episode_seed", "step", "kind", "modalities", "prompt", "response", "action", "mission", "env")
+RECORD_FEATURES = {  # the columns of every record; the observation columns (`features_for`) follow
+    "episode_seed": datasets.Value("int64"), "step": datasets.Value("int32"),
+    "kind": datasets.Value("string"), "modalities": datasets.Sequence(datasets.Value("string")),
+    "prompt": datasets.Value("string"), "response": datasets.Value("string"),
+    "action": datasets.Sequence(datasets.Value("float32")),
+    "mission": datasets.Value("string"), "env": datasets.Value("string"),
+}
 _ARRAYS = {2: datasets.Array2D, 3: datasets.Array3D, 4: datasets.Array4D, 5: datasets.Array5D}
 
 
@@ -67,9 +67,9 @@ def features_for(space: gym.spaces.Space) -> dict[str, Any]:
     for key, sub in space.spaces.items():
         if key == "mission" and isinstance(sub, gym.spaces.Text):
             continue  # the mission has its own column
-        if key in RECORD_COLUMNS:
+        if key in RECORD_FEATURES:
             raise ValueError(f"observation key {key!r} collides with the record column of that name; "
-                             f"rename the sensor (record columns: {list(RECORD_COLUMNS)})")
+                             f"rename the sensor (record columns: {list(RECORD_FEATURES)})")
         out[key] = _feature(key, sub)
     return out
 
@@ -97,14 +97,7 @@ def _feature(key: str, sub: gym.spaces.Space) -> Any:
 
 
 def record_features(space: gym.spaces.Dict) -> datasets.Features:
-    return datasets.Features({
-        "episode_seed": datasets.Value("int64"), "step": datasets.Value("int32"),
-        "kind": datasets.Value("string"), "modalities": datasets.Sequence(datasets.Value("string")),
-        "prompt": datasets.Value("string"), "response": datasets.Value("string"),
-        "action": datasets.Sequence(datasets.Value("float32")),
-        "mission": datasets.Value("string"), "env": datasets.Value("string"),
-        **features_for(space),
-    })
+    return datasets.Features({**RECORD_FEATURES, **features_for(space)})
 
 
 def demo_modalities_for(specs: Mapping[str, Any], described: list[str]) -> list[str]:
@@ -189,14 +182,12 @@ def generate_dataset(
 ) -> datasets.DatasetDict:
     """Generate, write (if `out_dir`) and return a DatasetDict; see the module docstring.
 
-    `env` is an env config (with `_target_` and optional `wrappers`, see graft.envs.factory), a
-    config name under configs/env, or a factory. With `progress`, one line on stderr when it starts
-    and one when it is done (episodes, rows per kind, seconds).
+    `env`: anything `make_env_factory` takes. With `progress`, one line on stderr when it starts and
+    one when it is done (episodes, rows per kind, seconds).
     `splits` maps split name → fraction of `episodes`; every split gets at least one episode.
-    Episodes the expert fails are skipped and replaced by fresh seeds (at most `max_failures`,
-    default `episodes`, before giving up with ExpertFailure). datagen.json's `samples_per_s` is
-    rows per second of simulation, language and Arrow conversion; the Parquet write is
-    `write_seconds`.
+    Episodes the expert fails are skipped and replaced by fresh seeds (at most `max_failures`, default
+    `episodes`, before giving up with ExpertFailure). datagen.json's `samples_per_s` is rows per second
+    of simulation, language and Arrow conversion; the Parquet write is `write_seconds`.
     """
     if episodes < len(splits):
         raise ValueError(f"need at least one episode per split, got episodes={episodes}, "
@@ -204,8 +195,7 @@ def generate_dataset(
     if demo_modalities not in ("each", "all", "each+all"):
         raise ValueError(f"demo_modalities must be 'each', 'all' or 'each+all', got {demo_modalities!r}")
     counts = _split_counts(episodes, splits)
-    factory = make_env_factory(env)
-    instance = factory()
+    instance = make_env_factory(env)()
     seeds_iter = episode_seeds(seed)
     max_failures = episodes if max_failures is None else max_failures
     out, report = {}, {"seed": seed, "splits": {}, "skipped": []}
@@ -218,8 +208,9 @@ def generate_dataset(
             raise ValueError(f"{label} emits no modalities (Box entries of its Dict observation space); "
                              "datagen has nothing to write demonstrations for")
         make_expert(instance)  # no expert: a clear TypeError now, not after the first reset
+        described = [type(layer).__name__ for layer in describers(instance)] or ["nothing (demos only)"]
         _say(progress, f"datagen {label}: {episodes} expert episodes {dict(counts)}, modalities {mods}, "
-                       f"described: {_described(instance)} ...")
+                       f"described: {described} ...")
         for split, n in counts.items():
             rows, used = [], []
             while len(used) < n:
@@ -257,11 +248,6 @@ def _say(progress: bool, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _described(env: gym.Env) -> list[str]:
-    """Names of the layers that describe observations (for the progress line)."""
-    return [type(layer).__name__ for layer in describers(env)] or ["nothing (demos only)"]
-
-
 def _split_counts(episodes: int, splits: Mapping[str, float]) -> dict[str, int]:
     fractions = np.array([float(f) for f in splits.values()])
     if np.any(fractions <= 0):
@@ -285,7 +271,7 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def write_generated(dd: datasets.DatasetDict, out_dir: str | os.PathLike, report: dict) -> Path:
+def write_generated(dd: datasets.DatasetDict, out_dir: str | os.PathLike, report: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -297,7 +283,6 @@ def write_generated(dd: datasets.DatasetDict, out_dir: str | os.PathLike, report
         report["splits"][split]["bytes"] = (out_dir / f"{split}.parquet").stat().st_size
     report["write_seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(out_dir / "datagen.json", report)
-    return out_dir
 
 
 def load_generated(out_dir: str | os.PathLike) -> datasets.DatasetDict:
@@ -309,24 +294,3 @@ def load_generated(out_dir: str | os.PathLike) -> datasets.DatasetDict:
     with _quiet_datasets():
         return datasets.DatasetDict({f.stem: datasets.Dataset.from_parquet(str(f)) for f in files})
 
-
-def to_torch(batch: Mapping[str, Any], features: datasets.Features) -> dict[str, Any]:
-    """A row or a slice of `ds.with_format("numpy")` as torch tensors in the dtypes `features`
-    declares (rgb/grid uint8, depth/proprio/action float32); strings stay str, lists stay lists."""
-    import torch
-
-    out = {}
-    for key, value in batch.items():
-        feature = features.get(key)
-        dtype = getattr(feature, "dtype", None) or getattr(getattr(feature, "feature", None), "dtype", None)
-        if isinstance(value, np.ndarray) and value.dtype.kind in "iuf" and dtype not in (None, "string"):
-            out[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.dtype(dtype)))
-        elif isinstance(value, np.ndarray) and value.dtype.kind == "O":  # ragged: modalities, action
-            out[key] = [v.tolist() if isinstance(v, np.ndarray) else v for v in value]
-        elif isinstance(value, np.ndarray):  # strings
-            out[key] = value.tolist()
-        elif isinstance(value, np.generic):
-            out[key] = value.item()
-        else:
-            out[key] = value
-    return out

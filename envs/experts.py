@@ -40,10 +40,8 @@ class Expert(Protocol):
 
 @contextmanager
 def time_limit(seconds: float | None, what: str) -> Iterator[None]:
-    """Raise ExpertFailure if the body runs longer than `seconds` (SIGALRM; main thread only).
-
-    Off the main thread the body runs unbounded; callers also check elapsed time afterwards.
-    """
+    """Raise ExpertFailure if the body runs longer than `seconds` (SIGALRM, so on the main thread only;
+    elsewhere the body runs unbounded and callers check the elapsed time afterwards)."""
     if seconds is None or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -125,9 +123,8 @@ class ReachExpert:
 
 
 def make_expert(env: gym.Env, **kwargs) -> Expert:
-    """The expert for `env`, not yet reset: from the outermost layer of its wrapper chain (a Wrapper
-    or the unwrapped env) that has a `make_expert(**kwargs)` method. BabyAIEnv gives BabyAIExpert,
-    ReachEnv gives ReachExpert; a user's env or wrapper provides one the same way."""
+    """The expert for `env`, not yet reset, from the outermost layer of its wrapper chain (a Wrapper
+    or the unwrapped env) that has a `make_expert(**kwargs)` method."""
     for layer in find_on_layers(env, "make_expert"):
         if callable(layer.make_expert):
             return layer.make_expert(**kwargs)

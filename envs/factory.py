@@ -32,7 +32,6 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 
 EnvFactory = Callable[[], gym.Env]
-RESERVED = ("wrappers", "name")  # config keys make_env_factory handles itself
 
 
 def env_config_dir() -> Path:
@@ -90,7 +89,7 @@ def _wrapper_configs(entries: Any) -> list[dict]:
     """`wrappers:` entries as configs with `_target_`, each checked to be importable now."""
     import hydra.utils
 
-    if isinstance(entries, (str, Mapping)) or not isinstance(entries, (list, tuple)):
+    if not isinstance(entries, (list, tuple)):
         raise TypeError(f"env config 'wrappers' must be a list of dotted paths or configs with _target_, "
                         f"got {entries!r}")
     out = []

@@ -14,12 +14,10 @@ render settings are under our control: shadows and multisampling are off because
 
 Actions are joint-velocity commands in [-1, 1] (scaled by `max_joint_speed` rad/s). The episode
 terminates on success (fingertip within `success_radius` of the target) and truncates at
-`max_steps`. The target colour, the distractor colour and both positions come from the
-reset seed.
+`max_steps`. The target colour, the distractor colour and both positions come from the reset seed.
 
-Next to the env live its language and its expert, found by the generic code through the wrapper
-chain: `describe(obs, rng)` (captions and questions per modality, `graft.envs.mujoco_reach_language`),
-`caption_prompts`, and `make_expert(**kwargs)` (inverse kinematics, `graft.envs.experts.ReachExpert`).
+Its language (`describe`, `caption_prompts`: graft.envs.mujoco_reach_language) and its expert
+(`make_expert`: inverse kinematics, graft.envs.experts.ReachExpert) are found through the wrapper chain.
 """
 from __future__ import annotations
 
@@ -34,6 +32,7 @@ from typing import Any  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
+from graft.envs.mujoco_reach_language import CAPTION_PROMPTS, describe_reach  # noqa: E402
 from graft.envs.spec import ModalitySpec, ObservationSpec  # noqa: E402
 
 COLORS: dict[str, tuple[float, float, float]] = {
@@ -47,6 +46,7 @@ LINK_LENGTHS = (0.10, 0.11)  # metres: shoulder→elbow, elbow→fingertip
 TARGET_RADIUS = (0.07, 0.19)
 MISSION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 PROPRIO_BOUND = 20.0  # |angle| <= pi, |tip| <= 0.21 m; joint speeds are clipped to this (rad/s)
+OBJECT_FEATURES = 5  # x, y (m), r, g, b
 
 _MJCF = """
 <mujoco model="graft_reach">
@@ -106,9 +106,6 @@ def _load_triton_before_mesa() -> None:
             import triton  # noqa: F401
         except Exception:  # a broken triton is torch's problem, not rendering's
             pass
-
-
-OBJECT_FEATURES = 5  # x, y (m), r, g, b
 
 
 def modality_specs(image_size: int = 64, max_depth: float = 2.0, objects: int = 0) -> dict[str, ModalitySpec]:
@@ -175,8 +172,7 @@ class ReachEnv(gym.Env):
         self._target_geom = self.model.geom("target").id
         self._distractor_geom = self.model.geom("distractor").id
         self._renderer: mujoco.Renderer | None = None
-        speed = self.max_joint_speed
-        self.model.actuator_ctrlrange[:] = [-speed, speed]
+        self.model.actuator_ctrlrange[:] = [-self.max_joint_speed, self.max_joint_speed]
         self.model.actuator_ctrllimited[:] = 1
 
         self.modality_specs = modality_specs(self.image_size, self.max_depth, self.num_objects)
@@ -216,15 +212,18 @@ class ReachEnv(gym.Env):
     def joint_angles(self) -> np.ndarray:
         return self.data.qpos[:2].copy()  # (2,) shoulder, elbow
 
+    def spheres(self) -> list[tuple[str, np.ndarray]]:
+        """(colour, (2,) x, y) of the target, then of the distractor if there is one."""
+        out = [(self.target_color, self.target)]
+        if self.use_distractor:
+            out.append((self.distractor_color, self.distractor))
+        return out
+
     def tip_jacobian(self) -> np.ndarray:
         """d(tip x, y) / d(shoulder, elbow), shape (2, 2)."""
         jacp = np.zeros((3, self.model.nv))
         mujoco.mj_jacSite(self.model, self.data, jacp, None, self._tip)
         return jacp[:2, :2]
-
-    def observe(self) -> dict[str, Any]:
-        """The observation of the current state (what `step` returns), without stepping."""
-        return self._observation()
 
     def distance(self) -> float:
         return float(np.linalg.norm(self.fingertip - self.target))
@@ -236,18 +235,11 @@ class ReachEnv(gym.Env):
         return float(np.dot(np.array([xy[0], xy[1], z]) - self.data.cam_xpos[cam], forward))
 
     # -- language and expert (found by graft.envs.captions / graft.envs.experts) ----------------
+    caption_prompts = CAPTION_PROMPTS
+
     def describe(self, obs: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, tuple]:
         """`{modality: (caption, [(question, answer), ...])}` for rgb, depth, proprio (and objects)."""
-        from graft.envs.mujoco_reach_language import describe_reach
-
         return describe_reach(self, obs)
-
-    @property
-    def caption_prompts(self) -> dict[str, tuple[str, ...]]:
-        """Prompts that ask for a caption, per described modality."""
-        from graft.envs.mujoco_reach_language import CAPTION_PROMPTS
-
-        return CAPTION_PROMPTS
 
     def make_expert(self, **kwargs):
         """The expert for this task: `ReachExpert(**kwargs)` (damped least squares on the tip Jacobian)."""
@@ -284,7 +276,7 @@ class ReachEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self.mission = f"reach the {self.target_color} target"
         self._steps = 0
-        return self._observation(), self._info()
+        return self.observe(), self._info()
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(2)
@@ -296,7 +288,7 @@ class ReachEnv(gym.Env):
         reward = -dist + (1.0 if success else 0.0)
         terminated = bool(success and self.terminate_on_success)
         truncated = bool(self._steps >= self.max_steps and not terminated)
-        return self._observation(), float(reward), terminated, truncated, self._info()
+        return self.observe(), float(reward), terminated, truncated, self._info()
 
     def render(self):
         if self.render_mode is None:
@@ -328,7 +320,8 @@ class ReachEnv(gym.Env):
         np.clip(depth, 0.0, self.max_depth, out=depth)
         return rgb, depth
 
-    def _observation(self) -> dict[str, Any]:
+    def observe(self) -> dict[str, Any]:
+        """The observation of the current state (what `step` returns), without stepping."""
         rgb, depth = self._render()
         q = self.data.qpos[:2]
         shoulder = (q[0] + np.pi) % (2 * np.pi) - np.pi
@@ -341,9 +334,7 @@ class ReachEnv(gym.Env):
 
     def object_list(self) -> np.ndarray:
         """The spheres as rows [x, y (m), r, g, b] in this episode's drawn order → `(N, 5)` float32."""
-        rows = [[*self.target, *COLORS[self.target_color]]]
-        if self.use_distractor:
-            rows.append([*self.distractor, *COLORS[self.distractor_color]])
+        rows = [[*xy, *COLORS[color]] for color, xy in self.spheres()]
         return np.asarray(rows, dtype=np.float32)[self._object_order]
 
     def _info(self) -> dict[str, Any]:
@@ -351,8 +342,4 @@ class ReachEnv(gym.Env):
         return {"is_success": bool(dist <= self.success_radius), "distance": dist}
 
 
-def make_reach_env(name: str = "mujoco_reach", **kwargs) -> ReachEnv:
-    """Hydra factory: `_target_: graft.envs.mujoco_reach.make_reach_env` plus ReachEnv's kwargs."""
-    if "colors" in kwargs and kwargs["colors"] is not None:
-        kwargs["colors"] = tuple(kwargs["colors"])
-    return ReachEnv(name=name, **kwargs)
+make_reach_env = ReachEnv  # the configs' `_target_`, with ReachEnv's keyword arguments

@@ -6,8 +6,6 @@ answers ("2", "back left", "yes", "14"), written from privileged simulator state
 rgb talks about where the spheres and the fingertip are as seen from the camera, depth about
 distances from the camera, proprio about joint angles and the fingertip, objects about where each
 sphere is (never about the arm, which the object list does not show).
-The generic code in `graft.envs.captions` picks a caption prompt (`CAPTION_PROMPTS`) and a few of
-the questions per step.
 """
 from __future__ import annotations
 
@@ -45,15 +43,8 @@ def _cm(metres: float) -> int:
     return int(np.round(metres * 100))
 
 
-def _spheres(env: Any) -> list[tuple[str, np.ndarray]]:
-    out = [(env.target_color, env.target)]
-    if env.distractor is not None:
-        out.append((env.distractor_color, env.distractor))
-    return out
-
-
 def _rgb(env: Any) -> tuple[str, QAs]:
-    spheres = _spheres(env)
+    spheres = env.spheres()
     tip = env.fingertip
     where = ", ".join(f"a {c} sphere at the {_sector(p)} of the base" for c, p in spheres)
     caption = f"A two-link arm on a checkered floor; {where}."
@@ -93,23 +84,22 @@ def _depth(env: Any, obs: Mapping[str, Any]) -> tuple[str, QAs]:
 
 def _proprio(env: Any) -> tuple[str, QAs]:
     shoulder, elbow = np.degrees(np.angle(np.exp(1j * env.joint_angles)))
-    speed = float(np.abs(env.data.qvel[:2]).max())
-    moving = speed > 0.1
+    moving = float(np.abs(env.data.qvel[:2]).max()) > 0.1
     tip = env.fingertip
+    tip_cm = _cm(np.linalg.norm(tip))
     caption = (f"Shoulder at {int(np.round(shoulder))} degrees, elbow at {int(np.round(elbow))} degrees; "
-               f"the arm is "
-               f"{'moving' if moving else 'still'}. The fingertip is {_cm(np.linalg.norm(tip))} cm "
+               f"the arm is {'moving' if moving else 'still'}. The fingertip is {tip_cm} cm "
                f"from the base, at x {_cm(tip[0])} cm, y {_cm(tip[1])} cm.")
     qas = [("What is the elbow angle in degrees, to the nearest 10?", str(int(np.round(elbow, -1)))),
            ("What is the shoulder angle in degrees, to the nearest 10?", str(int(np.round(shoulder, -1)))),
            ("Is the arm moving?", "yes" if moving else "no"),
-           ("How far is the fingertip from the base, in centimetres?", str(_cm(np.linalg.norm(tip)))),
+           ("How far is the fingertip from the base, in centimetres?", str(tip_cm)),
            ("Is the fingertip to the left or to the right of the base?", "left" if tip[0] < 0 else "right")]
     return caption, qas
 
 
 def _objects(env: Any) -> tuple[str, QAs]:
-    spheres = _spheres(env)
+    spheres = env.spheres()
     caption = "; ".join(f"a {c} sphere at x {_cm(p[0])} cm, y {_cm(p[1])} cm" for c, p in spheres).capitalize() + "."
     qas = [("How many objects are there?", str(len(spheres)))]
     for color, pos in spheres:

@@ -2,12 +2,10 @@
 
     rollout(env, policy, episodes, num_envs, seed, out_dir) -> summary dict
 
-`env` is an env config (`_target_` + kwargs, optional `wrappers`; see graft.envs.factory, which
-holds `make_env_factory` and `load_env_config`, re-exported here), a config name under
-configs/env, or a zero-argument factory. `policy(obs_batch, infos) -> actions` is called once per
-step for all sub-envs: `obs_batch` is the vector env's batched observation dict (arrays with a
-leading num_envs axis, the missions a tuple of str), `infos` its batched info dict. A policy may
-also have
+`env`: anything `make_env_factory` takes (graft.envs.factory; re-exported here with
+`load_env_config`). `policy(obs_batch, infos) -> actions` is called once per step for all sub-envs:
+`obs_batch` is the vector env's batched observation dict (arrays with a leading num_envs axis, the
+missions a tuple of str), `infos` its batched info dict. A policy may also have
 
     reset(env_ids)   called with the sub-envs whose episode starts now (all of them first)
     wrap_env(env)    a picklable callable applied to every sub-env when it is built
@@ -17,10 +15,9 @@ episode's first observation (the last one is in infos["final_obs"], its info in
 infos["final_info"]). Every action is validated against the action space first (ActionError).
 Episodes are split evenly over the sub-envs, so short episodes are not favoured.
 
-`make_policy("expert" | "random", env)` builds the two reference policies. The expert runs inside
-each sub-env (experts.ExpertInfo puts its action in info["expert_action"]), so it works with
-SyncVectorEnv and with AsyncVectorEnv ("async": spawned workers, no shared memory, because missions
-are text and a GL context must not be forked).
+`make_policy("expert" | "random", env)` builds the two reference policies; the expert runs inside
+each sub-env (experts.ExpertInfo). `vector="async"` spawns workers without shared memory, because
+missions are text and a GL context must not be forked.
 """
 from __future__ import annotations
 
@@ -124,12 +121,11 @@ def rollout(
     finished = np.zeros(num_envs, dtype=int)
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=int)
     records, frames_seen = [], []  # frames_seen: rgb (H, W, 3) of sub-env 0's first episode
-    collecting = frames > 0
     started, steps = time.perf_counter(), 0
     bar = tqdm(total=episodes, disable=not progress, desc="rollout", unit="ep")
     try:
         obs, infos = venv.reset(seed=[seed + i for i in range(num_envs)])
-        collecting = collecting and "rgb" in obs
+        collecting = frames > 0 and "rgb" in obs
         if collecting:
             frames_seen.append(np.array(obs["rgb"][0]))
         if hasattr(policy, "reset"):
@@ -178,7 +174,7 @@ def rollout(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        if frames_seen and frames > 0:
+        if frames_seen:
             from PIL import Image
 
             Image.fromarray(_strip(frames_seen, frames)).save(out_dir / "episode0.png")

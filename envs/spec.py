@@ -7,7 +7,7 @@ This module imports nothing of graft's (envs/ sits at the bottom of the dependen
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,10 +19,8 @@ class ObservationError(ValueError):
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """Shape, dtype and range of one modality's observation (one sample, no batch dimension).
-
-    A `None` entry in `shape` matches any size on that axis (e.g. images of any height).
-    """
+    """Shape, dtype and range of one modality's observation (one sample, no batch dimension);
+    a `None` entry in `shape` matches any size on that axis (e.g. images of any height)."""
 
     name: str
     shape: tuple[int | None, ...]
@@ -37,29 +35,21 @@ class ModalitySpec:
 
     def describe(self) -> str:
         dims = "x".join("?" if d is None else str(d) for d in self.shape)
-        rng = ""
-        if self.low is not None or self.high is not None:
-            rng = f", values in [{self.low}, {self.high}]"
+        bounded = self.low is not None or self.high is not None
+        rng = f", values in [{self.low}, {self.high}]" if bounded else ""
         return f"'{self.name}': shape ({dims}), dtype {self.dtype}{rng}"
 
     def validate(self, value: Any, batched: bool = False) -> np.ndarray:
-        """Return `value` as a numpy array, or raise ObservationError naming what was expected.
-
-        With `batched=True` a leading batch axis is allowed in front of `shape`.
-        """
+        """Return `value` as a numpy array, or raise ObservationError naming what was expected;
+        `batched=True` allows a leading batch axis in front of `shape`."""
         expected = self.describe()
         if hasattr(value, "detach"):  # torch tensor
             value = value.detach().cpu().numpy()
         if not isinstance(value, np.ndarray):
-            raise ObservationError(
-                f"modality {expected}: got {type(value).__name__}, expected a numpy array"
-            )
+            raise ObservationError(f"modality {expected}: got {type(value).__name__}, expected a numpy array")
         shape = value.shape[1:] if batched else value.shape
-        if batched and value.ndim == 0:
-            shape = ()
-        if len(shape) != len(self.shape) or any(
-            want is not None and got != want for got, want in zip(shape, self.shape)
-        ):
+        mismatch = any(want is not None and got != want for got, want in zip(shape, self.shape))
+        if len(shape) != len(self.shape) or mismatch:
             raise ObservationError(f"modality {expected}: got shape {tuple(value.shape)}")
         if value.dtype != np.dtype(self.dtype):
             raise ObservationError(f"modality {expected}: got dtype {value.dtype}")
@@ -72,25 +62,7 @@ class ModalitySpec:
         return value
 
     def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "shape": [d for d in self.shape],
-            "dtype": self.dtype,
-            "low": self.low,
-            "high": self.high,
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ModalitySpec":
-        return cls(
-            name=data["name"],
-            shape=tuple(data["shape"]),
-            dtype=data["dtype"],
-            low=data.get("low"),
-            high=data.get("high"),
-            description=data.get("description", ""),
-        )
+        return {**asdict(self), "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -99,7 +71,6 @@ class ObservationSpec:
 
     modalities: Mapping[str, ModalitySpec]
     text_keys: tuple[str, ...] = ("mission",)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self, obs: Mapping[str, Any], batched: bool = False) -> dict[str, np.ndarray]:
         missing = [k for k in self.modalities if k not in obs]
@@ -110,13 +81,11 @@ class ObservationSpec:
 
 
 def env_modality_specs(env: Any) -> dict[str, ModalitySpec]:
-    """The modalities `env` emits, read from its outermost `observation_space` (so a sensor added by a
-    gymnasium ObservationWrapper that updates the space counts), with the descriptions and ranges the
-    env itself publishes (`env.unwrapped.modality_specs`) where the key is the env's own.
-
-    Box entries become specs (shape, dtype, finite uniform low/high); Text entries (the mission) and
-    Discrete entries (e.g. BabyAI's direction) are not modalities.
-    """
+    """The modalities `env` emits: the Box entries of its outermost `observation_space` (so a sensor
+    added by a gymnasium ObservationWrapper that updates the space counts), each the spec the env itself
+    publishes (`env.unwrapped.modality_specs`) where key, shape and dtype match, else one read off the
+    Box (finite uniform low/high). Text (the mission) and Discrete entries (e.g. BabyAI's direction) are
+    not modalities. Without a Dict observation space: the env's own specs."""
     import gymnasium as gym
 
     space = getattr(env, "observation_space", None)

@@ -1,4 +1,4 @@
-"""Text-only instruction data with verifiable short answers, and a reader for users' chat JSONL.
+"""Text-only instruction data with verifiable short answers.
 
 Mixed into every training stage so the LLM keeps its language skills (VILA), and evaluated after
 each stage as "text retention". Tasks come from template families (arithmetic, comparison,
@@ -8,15 +8,10 @@ survives rephrasing, not whether a sentence was memorised.
 
     generate_text_tasks(n, split, seed) -> list[dict]       prompt, response, family, template, match
     text_dataset(train=, test=, seed=) -> datasets.DatasetDict
-    check_answer(prediction, record) -> bool                 exact for "exact", else normalised
-    read_chat_jsonl(path) -> list[dict]                      {"messages": [...]} lines, checked
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -170,62 +165,3 @@ def text_dataset(train: int = 1000, test: int = 200, seed: int = 0):
         splits[split] = datasets.Dataset.from_list(rows, features=features)
     return datasets.DatasetDict(splits)
 
-
-def _normalize(text: str) -> str:
-    text = re.sub(r"\s+", " ", text.strip().lower())
-    return re.sub(r"^(the|a|an) ", "", text.strip(" .!\"'"))
-
-
-def check_answer(prediction: str, record: dict) -> bool:
-    """True when `prediction` answers `record` ("exact": after trimming; else case/article-blind)."""
-    if record.get("match") == "exact":
-        return prediction.strip().rstrip(".") == record["response"]
-    return _normalize(prediction) == _normalize(record["response"])
-
-
-# -- users' own chat data ---------------------------------------------------------------------------
-class ChatFormatError(ValueError):
-    """A line of a chat JSONL file is not in the expected format."""
-
-
-ROLES = ("system", "user", "assistant")
-LINE_SHAPE = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
-EXPECTED = f"expected {LINE_SHAPE}"
-
-
-def read_chat_jsonl(path: str | Path) -> list[dict]:
-    """Read chat-format JSONL; returns [{"messages", "prompt", "response"}], prompt/response being the
-    last user and the final assistant message. Blank lines are skipped; any bad line raises
-    ChatFormatError with its file, line number and what was expected."""
-    path = Path(path)
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ChatFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                      f"{EXPECTED}") from None
-            records.append(_check_chat(obj, where))
-    if not records:
-        raise ChatFormatError(f"{path}: no records; each line must be {LINE_SHAPE}")
-    return records
-
-
-def _check_chat(obj, where: str) -> dict:
-    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list) or not obj["messages"]:
-        got = type(obj).__name__ if not isinstance(obj, dict) else f"keys {sorted(obj)}"
-        raise ChatFormatError(f"{where}: {EXPECTED}, got {got}")
-    for i, m in enumerate(obj["messages"]):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise ChatFormatError(f"{where}: messages[{i}] must be an object with role in {list(ROLES)} "
-                                  f"and a string content, got {json.dumps(m)[:120]}")
-    roles = [m["role"] for m in obj["messages"]]
-    if roles[-1] != "assistant" or "user" not in roles:
-        raise ChatFormatError(f"{where}: needs a user message and must end with an assistant message, "
-                              f"got roles {roles}")
-    prompt = [m["content"] for m in obj["messages"] if m["role"] == "user"][-1]
-    return {"messages": obj["messages"], "prompt": prompt, "response": obj["messages"][-1]["content"]}

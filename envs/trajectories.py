@@ -10,9 +10,8 @@ keeps the episodes it solves, as `Trajectory`s:
     goal_caption  the rgb caption of the final view (graft.envs.captions), what the goal looks like;
                   "" when no describer on the env's wrapper chain talks about rgb
 
-`goal` is the final rgb view. `action_chunks(actions, horizon)` cuts `(T, H, A)` chunks, one
-starting at every state, padded past the end by repeating the last action (Diffusion Policy's
-convention: the arm holds its last command).
+`action_chunks(actions, horizon)` cuts `(T, H, A)` chunks, one starting at every state, padded past
+the end by repeating the last action (Diffusion Policy's convention: the arm holds its last command).
 """
 from __future__ import annotations
 
@@ -69,12 +68,9 @@ def run_expert(env: gym.Env, seed: int, max_steps: int = 1000) -> Trajectory:
 
 
 def expert_splits(env: Any, counts: Mapping[str, int], seed: int = 0, max_failures: int | None = None) -> dict[str, list[Trajectory]]:
-    """Solved expert episodes per split, `counts[split]` each, from one stream of distinct seeds.
-
-    `env` is an env config (with `_target_`), a config name under configs/env, or a factory.
-    """
-    factory = make_env_factory(env)
-    instance = factory()
+    """Solved expert episodes per split, `counts[split]` each, from one stream of distinct seeds;
+    `env`: anything `make_env_factory` takes."""
+    instance = make_env_factory(env)()
     seeds = episode_seeds(seed)
     budget = sum(counts.values()) if max_failures is None else max_failures
     failures, out = 0, {}

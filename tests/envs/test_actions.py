@@ -4,8 +4,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from graft.envs.actions import ActionError, ValidateActions, validate_action, validate_actions
-from graft.envs.babyai import BabyAIEnv
+from graft.envs.actions import ActionError, validate_action, validate_actions
 
 DISCRETE = gym.spaces.Discrete(7)
 BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -41,12 +40,3 @@ def test_batches_name_the_sub_env():
     with pytest.raises(ActionError, match="sub-env 1: invalid action"):
         validate_actions(DISCRETE, np.array([1, 9, 2]), 3)
 
-
-def test_wrapper_stops_the_bad_action_before_the_env_steps():
-    env = ValidateActions(BabyAIEnv())
-    env.reset(seed=0)
-    with pytest.raises(ActionError):
-        env.step(np.nan)
-    assert env.unwrapped.minigrid.step_count == 0
-    env.step(2)
-    assert env.unwrapped.minigrid.step_count == 1

@@ -1,18 +1,10 @@
-"""Text-only tasks: held-out templates, correct answers, determinism; chat JSONL reader errors."""
+"""Text-only tasks: held-out templates, correct answers, determinism."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from graft.envs.text_tasks import (
-    FAMILIES,
-    ChatFormatError,
-    check_answer,
-    generate_text_tasks,
-    read_chat_jsonl,
-    text_dataset,
-)
+from graft.envs.text_tasks import FAMILIES, generate_text_tasks, text_dataset
 
 
 def template_regex(template: str) -> re.Pattern:
@@ -55,54 +47,9 @@ def test_same_seed_same_tasks():
         generate_text_tasks(1, "validation")
 
 
-def test_check_answer():
-    assert check_answer("The key.", {"response": "key", "match": "normalized"})
-    assert check_answer("  84 ", {"response": "84", "match": "normalized"})
-    assert not check_answer("85", {"response": "84", "match": "normalized"})
-    assert check_answer("LEMON", {"response": "LEMON", "match": "exact"})
-    assert not check_answer("lemon", {"response": "LEMON", "match": "exact"})
-
-
 def test_text_dataset_columns():
     dd = text_dataset(train=20, test=10, seed=0)
     assert len(dd["train"]) == 20 and len(dd["test"]) == 10
     row = dd["train"][0]
     assert row["kind"] == "text" and row["modalities"] == [] and row["prompt"] and row["response"]
 
-
-def write_lines(tmp_path, lines):
-    path = tmp_path / "chat.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-GOOD = json.dumps({"messages": [{"role": "system", "content": "Be brief."},
-                                {"role": "user", "content": "Hi?"},
-                                {"role": "assistant", "content": "Hello."}]})
-
-
-def test_read_chat_jsonl(tmp_path):
-    records = read_chat_jsonl(write_lines(tmp_path, [GOOD, "", GOOD]))
-    assert len(records) == 2
-    assert records[0]["prompt"] == "Hi?" and records[0]["response"] == "Hello."
-
-
-@pytest.mark.parametrize("bad, message", [
-    ("{not json", r"chat.jsonl:2: not valid JSON"),
-    (json.dumps({"text": "hi"}), r"chat.jsonl:2: expected \{\"messages\".*got keys \['text'\]"),
-    (json.dumps([1, 2]), r"chat.jsonl:2: expected .* got list"),
-    (json.dumps({"messages": [{"role": "bot", "content": "x"}]}),
-     r":2: messages\[0\] must be an object with role"),
-    (json.dumps({"messages": [{"role": "user", "content": 3}]}), r":2: messages\[0\] .*string content"),
-    (json.dumps({"messages": [{"role": "user", "content": "x"}]}), r":2: .*must end with an assistant"),
-])
-def test_bad_chat_lines_name_the_line_and_the_expectation(tmp_path, bad, message):
-    with pytest.raises(ChatFormatError, match=message):
-        read_chat_jsonl(write_lines(tmp_path, [GOOD, bad]))
-
-
-def test_empty_chat_file(tmp_path):
-    path = tmp_path / "empty.jsonl"
-    path.write_text("\n")
-    with pytest.raises(ChatFormatError, match="no records"):
-        read_chat_jsonl(path)
