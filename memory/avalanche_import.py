@@ -1,16 +1,11 @@
 """`import_avalanche()`: import avalanche-lib without qpsolvers' "no QP solver found" warning.
 
-Where the warning comes from: `import avalanche.benchmarks` (and so every graft use of avalanche)
-imports `avalanche.training.plugins.gem`, which imports `qpsolvers` for GEM (a strategy graft does
-not use). When no QP solver backend is installed, `qpsolvers/solvers/__init__.py` runs, at import
-time, `warnings.warn("no QP solver found on your system, you can install solvers ...")`: a
-UserWarning through the `warnings` module (not `logging`), attributed to the module
-`qpsolvers.solvers`.
-
-`quiet_qpsolvers()` ignores exactly that message from exactly those modules while it is active and
-then restores the caller's warning filters; every other warning still shows. Python runs a module
-once per process, so after `import_avalanche()` no later avalanche import can emit it again:
-call it before anything else imports avalanche (graft.memory.replay does).
+`import avalanche.benchmarks` (so every graft use of avalanche) imports qpsolvers for GEM, a strategy
+graft does not use; without a QP solver backend, `qpsolvers.solvers` warns at import time (a
+UserWarning through `warnings`). `quiet_qpsolvers()` ignores exactly that message from those modules
+while it is active; every other warning still shows. A module runs once per process, so after
+`import_avalanche()` no later avalanche import can emit it: call it before anything else imports
+avalanche (graft.memory.replay does).
 """
 from __future__ import annotations
 

@@ -21,22 +21,18 @@ How avalanche sees the samples: the n-th `add()` is a real `DatasetExperience` (
 `post_adapt(None, experience)` and is read back through its public `buffer` / `buffer_groups`.
 Avalanche draws reservoir weights with `torch.rand`; each add runs inside `torch.random.fork_rng`
 seeded from (seed, add index), so the buffer depends only on the seed and how many samples each add
-offered, and the caller's global torch RNG is untouched.
+offered (never on a private avalanche attribute), and the caller's global torch RNG is untouched.
 
 The store is the only source of truth. One SQLite file (SampleStore) holds the samples, the settings
-(meta "replay") and a `replay_adds` table with one row per add: group, number offered, the highest
-sample id after it, and the policy's buffer after it (refs and store ids, per group, in avalanche's
-order). `add()` writes the kept samples and that row in one transaction, so a kill at any instant
-leaves the memory as it was before the add or after it. Samples an add evicts stay in the file (at
-most max_size per add), so `rollback(k)` can bring back the state after the k-th add exactly: it
-deletes the later rows and the samples they inserted (their ids are handed out again, see
-SampleStore.rewind) in one transaction.
+(meta "replay") and the `replay_adds` table (`_TABLE`: one row per add, with the buffer after it).
+`add()` writes the kept samples and that row in one transaction, so a kill at any instant leaves the
+memory as it was before the add or after it. Samples an add evicts stay in the file (at most
+max_size per add), so `rollback(k)` can bring back the state after the k-th add exactly, in one
+transaction (the ids of the samples it deletes are handed out again, see SampleStore.rewind).
 
-Restoring a state (on open, rollback, or after a failed add) replays the adds through avalanche:
-the same experiences with the same seeds give the same buffer, so no private avalanche attribute
-(reservoir weights, experience counters) is read or written. The replayed buffer must equal the one
-the last row stored; if it does not (another avalanche or torch changed the draws) opening fails
-rather than sample from a different buffer.
+Restoring a state (on open, rollback, or after a failed add) replays the adds through avalanche.
+The replayed buffer must equal the one the last row stored; if it does not (another avalanche or
+torch changed the draws) opening fails rather than sample from a different buffer.
 """
 from __future__ import annotations
 
@@ -50,7 +46,7 @@ import numpy as np
 import torch
 from graft.memory.avalanche_import import import_avalanche
 from graft.memory.schema import Sample, validate_sample
-from graft.memory.store import SampleStore
+from graft.memory.store import SampleStore, check_group
 
 POLICIES = ("reservoir", "balanced")
 CONFIG_KEY = "replay"
@@ -61,8 +57,13 @@ CREATE TABLE IF NOT EXISTS replay_adds (
     grp TEXT NOT NULL,
     offered INTEGER NOT NULL,       -- samples offered to the policy (its refs follow the previous add's)
     last_id INTEGER NOT NULL,       -- SampleStore.last_id() after this add
-    state TEXT NOT NULL             -- JSON [{"refs": [...], "ids": [...]}, ...]: the buffer, per group
+    state TEXT NOT NULL             -- JSON [{"refs": [...], "ids": [...]}, ...]: the buffer, per group,
+                                    -- in avalanche's order
 )"""
+
+
+def _state_json(groups: list[dict[str, list[int]]]) -> str:
+    return json.dumps(groups, separators=(",", ":"))
 
 
 def _avalanche():
@@ -70,23 +71,6 @@ def _avalanche():
     av = import_avalanche()
     return (av.benchmarks.utils.AvalancheDataset, av.benchmarks.scenarios.dataset_scenario.DatasetExperience,
             av.training.storage_policy.ReservoirSamplingBuffer, av.training.storage_policy.ExperienceBalancedBuffer)
-
-
-class _Refs(torch.utils.data.Dataset):
-    """A dataset whose items are sample refs (ints): what the storage policy selects from."""
-
-    def __init__(self, refs: range):
-        self.refs = refs
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, index: int) -> int:
-        return self.refs[index]
-
-
-def _state_json(groups: list[dict[str, list[int]]]) -> str:
-    return json.dumps(groups, separators=(",", ":"))
 
 
 class ReplayMemory:
@@ -114,7 +98,6 @@ class ReplayMemory:
             raise
 
     # -- the stored state -----------------------------------------------------------------------
-
     def _open(self) -> None:
         mine = {"format": STATE_FORMAT, "policy": self.policy, "max_size": self.max_size, "seed": self.seed}
         with self.store.transaction():
@@ -136,13 +119,10 @@ class ReplayMemory:
                              f"was asked for {asked}; pass the stored settings to resume")
         self._load(check_store=True)
 
-    def _rows(self) -> list[tuple[int, str, int, int, str]]:
-        return self.store.conn.execute(
-            "SELECT add_index, grp, offered, last_id, state FROM replay_adds ORDER BY add_index").fetchall()
-
     def _load(self, check_store: bool = False) -> None:
         """Rebuild the live policy and buffer from the committed rows (replaying the adds)."""
-        rows = self._rows()
+        rows = self.store.conn.execute(
+            "SELECT add_index, grp, offered, last_id, state FROM replay_adds ORDER BY add_index").fetchall()
         if [r[0] for r in rows] != list(range(len(rows))):
             raise ValueError(f"{self.store.path}: replay adds {[r[0] for r in rows]} are not 0, 1, 2, ...; "
                              "the store was modified outside ReplayMemory")
@@ -170,7 +150,6 @@ class ReplayMemory:
                                  "modified outside ReplayMemory")
 
     # -- the avalanche policy -------------------------------------------------------------------
-
     def _new_policy(self):
         _, _, Reservoir, Balanced = _avalanche()
         if self.policy == "reservoir":
@@ -181,7 +160,7 @@ class ReplayMemory:
         """The `index`-th add as an avalanche experience of `offered` new refs, through post_adapt."""
         AvalancheDataset, DatasetExperience, _, _ = _avalanche()
         first = sum(self._offered[:index])
-        dataset = AvalancheDataset([_Refs(range(first, first + offered))], collate_fn=list)
+        dataset = AvalancheDataset([range(first, first + offered)], collate_fn=list)  # items: sample refs
         experience = DatasetExperience(dataset=dataset, current_experience=index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0]))
@@ -196,13 +175,11 @@ class ReplayMemory:
         return [[int(data[i]) for i in range(len(data))] for data in buffers]
 
     # -- writes ---------------------------------------------------------------------------------
-
     def add(self, group: str, samples: Sequence[Mapping[str, Any]]) -> None:
         """Offer one stage's samples to the policy (one avalanche experience); then, in one
         transaction, store the samples it kept and its new state. On any failure the memory stays
         at its state before the call."""
-        if type(group) is not str or not group:
-            raise ValueError(f"group must be a non-empty str (the stage/modality name), got {group!r}")
+        check_group(group)
         samples = list(samples)
         if not samples:
             raise ValueError(f"add({group!r}, ...) got no samples; an empty experience would still take "
@@ -250,7 +227,6 @@ class ReplayMemory:
             self._load()
 
     # -- reads ----------------------------------------------------------------------------------
-
     def sample(self, n: int, rng: np.random.Generator | int, *, replace: bool = False) -> list[Sample]:
         """`n` buffer samples drawn uniformly with `rng` (a numpy Generator, or an int seed): the same
         seed and buffer give the same samples in the same order. Without `replace`, `n` may not
@@ -264,9 +240,7 @@ class ReplayMemory:
         if n > len(self._ids) and not replace:
             raise ValueError(f"sample({n}) without replacement from a buffer of {len(self._ids)}; "
                              "ask for fewer or pass replace=True")
-        if not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
-        picks = rng.choice(len(self._ids), size=int(n), replace=replace)
+        picks = np.random.default_rng(rng).choice(len(self._ids), size=int(n), replace=replace)
         return self.store.get([self._ids[p] for p in picks])
 
     def ids(self) -> list[int]:
@@ -281,10 +255,6 @@ class ReplayMemory:
         """Buffer samples per group, groups in the order they were first added."""
         counts = Counter(self.store.group_of(self._ids))
         return {g: counts[g] for g in dict.fromkeys(self._adds) if counts[g]}
-
-    def groups(self) -> list[str]:
-        """Groups with samples in the buffer, in the order they were first added."""
-        return list(self.counts())
 
     @property
     def adds(self) -> list[str]:

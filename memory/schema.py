@@ -35,8 +35,7 @@ from typing import Any
 
 import numpy as np
 
-Sample = dict[str, Any]
-"""A sample record: see the module docstring for what may be in it."""
+Sample = dict[str, Any]  # see the module docstring for what may be in it
 
 EncodedArrays = dict[str, tuple[str, tuple[int, ...], bytes]]
 """key -> (numpy dtype string such as '<f4', shape, raw C-order bytes)."""

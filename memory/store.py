@@ -3,16 +3,14 @@
 Samples are grouped by a key (the stage/modality name, e.g. "grid"). Each sample is one row of
 `samples` (id, group, JSON fields from `encode_sample`) plus one row of `arrays` per numpy value
 (raw bytes with dtype and shape columns). A small `meta` table holds JSON values that callers want
-committed together with samples (ReplayMemory keeps its settings there, and its per-add
-states in its own `replay_adds` table of the same file).
+committed together with samples (ReplayMemory keeps its settings there).
 
 Durability: WAL journal with `synchronous=FULL`; every public write is one transaction, and
 `transaction()` groups several writes into one. A process killed at any instant (SIGKILL, power
 loss) leaves the last committed state on disk: never a partial sample.
 
 Ids are `INTEGER PRIMARY KEY AUTOINCREMENT`: increasing in insertion order, never reused, except
-that `rewind(last_id)` undoes every insert after `last_id` as if it had never happened (ReplayMemory
-rolls back with it, so a redone add gets the ids the undone one had).
+that `rewind(last_id)` undoes every insert after `last_id` as if it had never happened (for rollback).
 `path=":memory:"` gives a private in-memory store with the same API (nothing survives close).
 A connection is per process: after a fork (e.g. DataLoader workers) the child opens its own.
 """
@@ -62,12 +60,11 @@ class SampleStore:
     def __init__(self, path: str | os.PathLike, *, timeout: float = 30.0):
         self.path = str(path)
         self._timeout = timeout
-        self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._depth = 0  # nesting level of transaction()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = self._open()
+        self._conn: sqlite3.Connection | None = self._open()
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; transaction() issues BEGIN/COMMIT itself.
@@ -103,7 +100,6 @@ class SampleStore:
         return self._conn
 
     # -- transactions ---------------------------------------------------------------------------
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[SampleStore]:
         """Group writes into one atomic transaction; nested calls become savepoints."""
@@ -129,15 +125,10 @@ class SampleStore:
         finally:
             self._depth -= 1
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0
-
     # -- writes ---------------------------------------------------------------------------------
-
     def put_many(self, group: str, samples: Iterable[Mapping[str, Any]]) -> list[int]:
         """Insert samples under `group` in one transaction; returns their new ids in order."""
-        _check_group(group)
+        check_group(group)
         encoded = [encode_sample(s) for s in samples]  # validate everything before writing
         with self.transaction():
             return self._insert(group, encoded)
@@ -150,9 +141,6 @@ class SampleStore:
             conn.executemany("INSERT INTO arrays VALUES (?, ?, ?, ?, ?)",
                              [(sid, k, dt, json.dumps(list(shape)), data) for k, (dt, shape, data) in arrays.items()])
         return ids
-
-    def put(self, group: str, sample: Mapping[str, Any]) -> int:
-        return self.put_many(group, [sample])[0]
 
     def delete(self, ids: Iterable[int]) -> int:
         """Delete samples by id in one transaction; returns how many existed."""
@@ -192,24 +180,18 @@ class SampleStore:
         return default if row is None else json.loads(row[0])
 
     # -- reads ----------------------------------------------------------------------------------
-
     def get(self, ids: Sequence[int]) -> list[Sample]:
         """Samples in the order of `ids` (repeats allowed, each decoded afresh); KeyError names
         missing ids."""
         ids = _int_ids(ids)
-        fields: dict[int, str] = {}
         arrays: dict[int, dict[str, tuple[str, list[int], bytes]]] = {}
         unique = list(dict.fromkeys(ids))
         # Both SELECTs in one read transaction, so a concurrent writer cannot slip in between.
         with self._read():
-            for chunk in _chunks(unique):
-                marks = ",".join("?" * len(chunk))
-                fields.update(self.conn.execute(
-                    f"SELECT id, fields FROM samples WHERE id IN ({marks})", chunk))
-                for sid, key, dt, shape, data in self.conn.execute(
-                        f"SELECT sample_id, key, dtype, shape, data FROM arrays WHERE sample_id IN ({marks})",
-                        chunk):
-                    arrays.setdefault(sid, {})[key] = (dt, json.loads(shape), data)
+            fields = dict(self._select_in("SELECT id, fields FROM samples WHERE id IN ({})", unique))
+            for sid, key, dt, shape, data in self._select_in(
+                    "SELECT sample_id, key, dtype, shape, data FROM arrays WHERE sample_id IN ({})", unique):
+                arrays.setdefault(sid, {})[key] = (dt, json.loads(shape), data)
         missing = [i for i in unique if i not in fields]
         if missing:
             raise KeyError(f"no samples with ids {missing[:10]}{' ...' if len(missing) > 10 else ''} "
@@ -222,17 +204,11 @@ class SampleStore:
             return [r[0] for r in self.conn.execute("SELECT id FROM samples ORDER BY id")]
         return [r[0] for r in self.conn.execute("SELECT id FROM samples WHERE grp = ? ORDER BY id", (group,))]
 
-    def groups(self) -> list[str]:
-        """Non-empty groups, in order of their oldest sample."""
-        return [r[0] for r in self.conn.execute("SELECT grp FROM samples GROUP BY grp ORDER BY MIN(id)")]
-
     def group_of(self, ids: Sequence[int]) -> list[str]:
         """The group of each id, in order; KeyError names missing ids."""
         ids = _int_ids(ids)
-        found: dict[int, str] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(f"SELECT id, grp FROM samples WHERE id IN ({marks})", chunk))
+        unique = list(dict.fromkeys(ids))
+        found = dict(self._select_in("SELECT id, grp FROM samples WHERE id IN ({})", unique))
         missing = [i for i in ids if i not in found]
         if missing:
             raise KeyError(f"no samples with ids {missing[:10]} in {self.path}")
@@ -243,9 +219,6 @@ class SampleStore:
             return self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM samples WHERE grp = ?", (group,)).fetchone()[0]
 
-    def __len__(self) -> int:
-        return self.count()
-
     def integrity_check(self) -> str:
         """SQLite's integrity_check plus a foreign-key check: "ok", or the problems found."""
         problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
@@ -255,7 +228,6 @@ class SampleStore:
         return "ok" if problems == ["ok"] else "; ".join(problems)
 
     # -- files ----------------------------------------------------------------------------------
-
     def close(self) -> None:
         if self._conn is not None and os.getpid() == self._pid:
             self._conn.close()
@@ -271,6 +243,11 @@ class SampleStore:
         state = "closed" if self._conn is None else f"{self.count()} samples"
         return f"SampleStore({self.path!r}, {state})"
 
+    def _select_in(self, sql: str, ids: list[int]) -> Iterator[tuple]:
+        """The rows of `sql`, whose `{}` stands for a list of ids, over `ids` in chunks."""
+        for chunk in _chunks(ids):
+            yield from self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
+
     @contextlib.contextmanager
     def _read(self) -> Iterator[None]:
         if self._depth:
@@ -283,7 +260,7 @@ class SampleStore:
             self.conn.execute("COMMIT")
 
 
-def _check_group(group: str) -> None:
+def check_group(group: str) -> None:
     if type(group) is not str or not group:
         raise ValueError(f"group must be a non-empty str (a stage or modality name), got {group!r}")
 

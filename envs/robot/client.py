@@ -3,15 +3,11 @@
     client = PolicyClient("ws://127.0.0.1:8765", token=None)
     meta = client.connect()                       # the server's Metadata (handshake)
     reply = client.act(obs, timeout=0.2)          # Reply: actions (chunk_size, *action_shape), timings
-    client.infer(obs)["actions"]                  # the same, as graft's policies answer (agent/policy.py)
     client.close()
 
-The client does not validate observations: the server checks each one, once, against the
-handshake and answers a `bad_observation` error naming what was expected.
-
-Built on `websockets.sync.client` (no event loop of ours). One client object is used from one
-thread at a time; the control loop runs it in a single background worker so the fixed-rate loop
-never blocks on the network.
+The client does not validate observations: the server checks each one against the handshake.
+Built on `websockets.sync.client` (no event loop of ours); one client object is used from one
+thread at a time (the control loop's background worker).
 
 Failures are bounded in time: `act` returns within `timeout` seconds (plus scheduling noise) or
 raises `TimeoutError`; a dropped connection raises `ConnectionError` and the next `act` reconnects,
@@ -30,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 from graft.envs.robot.codec import CodecError, decode, encode
 from graft.envs.robot.protocol import Metadata, ServerError
+from graft.envs.spec import ModalitySpec, ObservationSpec
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
@@ -39,9 +36,14 @@ class Reply:
     actions: np.ndarray  # (chunk_size, *action_shape)
     latency_ms: float  # send -> answer, measured here
     model_ms: float  # the forward pass that produced it, measured by the server
-    queue_ms: float  # waiting in the server's batcher
-    batch_size: int
-    request_id: int
+    batch_size: int  # observations in that forward pass
+
+
+def handshake_spec(modalities: Mapping[str, Mapping], text_keys: tuple[str, ...]) -> ObservationSpec:
+    """The handshake's modalities (ModalitySpec.to_json each) and text keys as an ObservationSpec."""
+    specs = {k: ModalitySpec(m["name"], tuple(m["shape"]), m["dtype"], m.get("low"), m.get("high"),
+                             m.get("description", "")) for k, m in modalities.items()}
+    return ObservationSpec(specs, text_keys)
 
 
 class PolicyClient:
@@ -59,16 +61,11 @@ class PolicyClient:
         self.metadata: Metadata | None = None
         self._ws: ClientConnection | None = None
         self._next_id = 0
-        self._backoff = 0.0
-        self._next_attempt = 0.0
+        self._backoff, self._next_attempt = 0.0, 0.0
         self.connects = 0  # successful connects (1 + reconnects)
         self.failed_connects = 0
 
     # -- connection ---------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self._ws is not None
-
     def connect(self, timeout: float | None = None) -> Metadata:
         """Open the websocket and read the handshake; raise ConnectionError (and back off) on failure."""
         self.close()
@@ -88,8 +85,8 @@ class PolicyClient:
             self._failed()
             raise ConnectionError(f"cannot connect to {self.uri}: {exc}") from exc
         try:
-            meta = Metadata.from_message(decode(ws.recv(timeout=timeout), None))
-        except (TimeoutError, ConnectionClosed, CodecError, ValueError, KeyError) as exc:
+            meta = Metadata.from_message(decode(ws.recv(timeout=timeout), None), handshake_spec)
+        except (TimeoutError, ConnectionClosed, CodecError, ValueError, KeyError, TypeError) as exc:
             ws.close()
             self._failed()
             raise ConnectionError(f"{self.uri} sent no valid metadata handshake: {exc}") from exc
@@ -140,8 +137,7 @@ class PolicyClient:
         deadline = time.monotonic() + timeout
         self.ensure_connected(timeout)
         self._next_id += 1
-        rid = self._next_id
-        ws = self._ws
+        ws, rid = self._ws, self._next_id
         try:
             ws.send(encode({**message, "id": rid}))
             while True:
@@ -151,8 +147,7 @@ class PolicyClient:
                 try:
                     answer = decode(ws.recv(timeout=left), None)
                 except TimeoutError:
-                    # Drop the connection: the server stops working through this connection's backlog,
-                    # and the next request starts clean (a reconnect on loopback takes ~1 ms).
+                    # drop the connection (see the module docstring); a reconnect on loopback takes ~1 ms
                     self.close()
                     raise TimeoutError(f"no answer from {self.uri} within {timeout * 1000:.0f} ms") from None
                 if not isinstance(answer, dict):
@@ -181,13 +176,7 @@ class PolicyClient:
         actions = answer.get("actions")
         if not isinstance(actions, np.ndarray):
             raise ConnectionError(f"{self.uri} answered without an actions array")
-        return Reply(actions, latency, float(answer.get("model_ms", 0.0)), float(answer.get("queue_ms", 0.0)),
-                     int(answer.get("batch_size", 1)), int(answer["id"]))
-
-    def infer(self, observation: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any]:
-        """`act` in the policies' contract: {"actions": (chunk_size, *action_shape), "latency_ms", "model_ms"}."""
-        reply = self.act(observation, timeout)
-        return {"actions": reply.actions, "latency_ms": reply.latency_ms, "model_ms": reply.model_ms}
+        return Reply(actions, latency, float(answer.get("model_ms", 0.0)), int(answer.get("batch_size", 1)))
 
     def stats(self, timeout: float = 5.0) -> dict:
         return self.request({"type": "stats"}, timeout, "stats")

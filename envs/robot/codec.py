@@ -15,6 +15,7 @@ Numpy scalars (np.float32(1.5)) are sent as plain Python numbers.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -84,9 +85,7 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
     if not isinstance(data, bytes):
         raise CodecError(f"array data must be bytes, got {type(data).__name__}")
     itemsize = np.dtype(dtype).itemsize
-    count = 1
-    for d in shape:  # Python ints: no overflow, and the product is checked against the bytes we hold
-        count *= d
+    count = math.prod(shape)  # Python ints: no overflow; checked against the bytes we hold
     if count * itemsize != len(data):
         raise CodecError(f"array of dtype {dtype} and shape {tuple(shape)} needs {count * itemsize} bytes, "
                          f"got {len(data)}")

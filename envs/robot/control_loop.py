@@ -204,8 +204,8 @@ class ControlLoop:
 
     def _missed(self) -> None:
         self.stats.missed += 1
-        waited = f"{self.deadline_s * 1000:.0f} ms"
-        self.report("deadline_missed", f"no answer within {waited}; holding the safe action")
+        self.report("deadline_missed",
+                    f"no answer within {self.deadline_s * 1000:.0f} ms; holding the safe action")
 
     def _end(self, chunk: Chunk) -> float:
         return chunk.start + len(chunk.actions) / self.meta.control_rate_hz

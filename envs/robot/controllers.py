@@ -1,22 +1,11 @@
-"""Robot controllers: the robot side of the policy server, real or simulated.
-
-A controller is what the fixed-rate control loop (`control_loop.ControlLoop`) drives:
-
-    rate_hz                 ticks per second; `apply` is called once per tick
-    action_space            the gymnasium space of one action (actions are clamped into it)
-    observe() -> dict       the current observation (modality arrays + mission), no side effects
-    apply(action)           command one action for one tick (blocks for no longer than the tick's work)
-    safe_action()           what to command when the policy has nothing valid in time
-    reset(seed), done, success, close()    episodes, for simulators standing in for a robot
-
-Two implementations:
+"""Robot controllers: what the fixed-rate control loop (`control_loop.ControlLoop`) drives, real or
+simulated (the `Controller` protocol). Two implementations:
 
 - `GymController` wraps any gymnasium env: observe = the last observation, apply = `env.step`
   (one env step per tick), safe action = zeros (clipped into the bounds) for a Box space, and a
-  configured no-op for a Discrete one. For BabyAI that is "done": minigrid treats it as a pass
-  (the agent neither moves nor turns nor touches anything) unless BABYAI_DONE_ACTIONS is set, in
-  which case "done" ends the episode as a failure — so it is still safe, never a movement. It still
-  uses up one of the episode's steps, as time does on a robot.
+  configured no-op for a Discrete one: BabyAI's "done", a pass in minigrid (the agent neither moves
+  nor turns nor touches anything), or with BABYAI_DONE_ACTIONS set the end of the episode as a
+  failure: never a movement. It still uses up one of the episode's steps, as time does on a robot.
 - `ReachJointController` drives the MuJoCo reach arm's joint-velocity actuators at its own rate
   (default 50 Hz: two 10 ms physics steps per tick), independent of the rate the policy answers
   at. Commands are clipped to [-1, 1] x max_joint_speed and slew-limited to `max_accel` (rad/s^2);
@@ -32,15 +21,19 @@ import numpy as np
 
 
 class Controller(Protocol):
-    rate_hz: float
-    action_space: gym.Space
+    rate_hz: float  # ticks per second; `apply` is called once per tick
+    action_space: gym.Space  # the space of one action (actions are clamped into it)
 
-    def observe(self) -> dict[str, Any]: ...
+    def observe(self) -> dict[str, Any]:
+        """The current observation (modality arrays + mission), no side effects."""
 
-    def apply(self, action: Any) -> None: ...
+    def apply(self, action: Any) -> None:
+        """Command one action for one tick (blocks for no longer than the tick's work)."""
 
-    def safe_action(self) -> Any: ...
+    def safe_action(self) -> Any:
+        """What to command when the policy has nothing valid in time."""
 
+    # episodes, for simulators standing in for a robot
     def reset(self, seed: int | None = None) -> None: ...
 
     @property
@@ -149,13 +142,11 @@ class ReachJointController:
         self.env, self.rate_hz, self.substeps = env, float(rate_hz), substeps
         self.action_space = env.action_space
         self.max_accel = None if max_accel is None else float(max_accel)
-        if episode_seconds is None:
-            episode_seconds = env.max_steps * env.dt  # the env's own episode length
-        self.episode_seconds = float(episode_seconds)
-        self.max_ticks = max(1, round(self.episode_seconds * self.rate_hz))
+        if episode_seconds is None:  # the env's own episode length
+            episode_seconds = env.max_steps * env.dt
+        self.max_ticks = max(1, round(episode_seconds * self.rate_hz))
         self._command = np.zeros(2)  # rad/s, the last velocity commanded
-        self._ticks = 0
-        self._success = False
+        self._ticks, self._success = 0, False
 
     def reset(self, seed: int | None = None) -> None:
         self.env.reset(seed=seed)

@@ -19,9 +19,8 @@ expected. A message larger than `max_message_bytes` closes the connection (webso
 
 A leaf module: it imports nothing of graft's, so both sides of the wire share it without pulling in
 anything else. Observation specs are duck-typed: anything with `modalities` (name -> a spec with
-`to_json()`), `text_keys` and `validate(obs)` serves, such as graft.envs.spec.ObservationSpec.
-`Metadata.from_message` gives the handshake's modalities as `WireModality` records (the spec JSON's
-fields as attributes) unless the caller passes `observation_spec` to build its own spec objects.
+`to_json()`), `text_keys` and `validate(obs)` serves, such as graft.envs.spec.ObservationSpec, which
+`Metadata.from_message` gets built by the caller (graft.envs.robot.client.handshake_spec).
 """
 from __future__ import annotations
 
@@ -47,45 +46,10 @@ class ObservationError(ValueError):
 
 
 def _error_type(spec: Any) -> type[Exception]:
-    """What validate_observation raises for `spec`: the ObservationError of the module defining the
-    spec's class when it has one (graft.envs.spec does, and the server catches that one), else this
-    module's. Looked up on the object instead of imported, which keeps this module a leaf."""
+    """The ObservationError of the module defining `spec`'s class (graft.envs.spec's, which the server
+    catches), else this module's: looked up, not imported, so this module stays a leaf."""
     own = getattr(sys.modules.get(type(spec).__module__), "ObservationError", None)
     return own if isinstance(own, type) and issubclass(own, Exception) else ObservationError
-
-
-@dataclass(frozen=True)
-class WireModality:
-    """One modality as the handshake describes it: the fields of the spec JSON
-    (graft.envs.spec.ModalitySpec.to_json) as attributes; `None` in `shape` means any size."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
-    low: float | None = None
-    high: float | None = None
-    description: str = ""
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> WireModality:
-        return cls(name=str(data["name"]), shape=tuple(data["shape"]), dtype=str(data["dtype"]),
-                   low=data.get("low"), high=data.get("high"), description=str(data.get("description", "")))
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "low": self.low,
-                "high": self.high, "description": self.description}
-
-
-@dataclass(frozen=True)
-class WireObservation:
-    """The handshake's observation contract as received: modalities and free-text keys."""
-
-    modalities: Mapping[str, WireModality]
-    text_keys: tuple[str, ...] = ()
-
-    @classmethod
-    def from_json(cls, modalities: Mapping[str, Mapping[str, Any]], text_keys: tuple[str, ...]) -> WireObservation:
-        return cls({k: WireModality.from_json(v) for k, v in modalities.items()}, tuple(text_keys))
 
 
 class ServerError(RuntimeError):
@@ -113,8 +77,7 @@ def space_from_json(data: Mapping[str, Any]) -> gym.Space:
     if data.get("type") == "box":
         dtype = np.dtype(data["dtype"])
         shape = tuple(data["shape"])
-        low = np.asarray(data["low"], dtype).reshape(shape)
-        high = np.asarray(data["high"], dtype).reshape(shape)
+        low, high = (np.asarray(data[k], dtype).reshape(shape) for k in ("low", "high"))
         return gym.spaces.Box(low, high, shape, dtype)
     raise ValueError(f"unknown action space description {dict(data)!r}; expected type discrete or box")
 
@@ -141,7 +104,7 @@ class Metadata:
     def to_message(self) -> dict:
         return {
             "type": "metadata", "protocol": self.protocol,
-            "modalities": {k: _spec_json(s) for k, s in self.observation.modalities.items()},
+            "modalities": {k: s.to_json() for k, s in self.observation.modalities.items()},
             "text_keys": list(self.observation.text_keys),
             "action_space": space_to_json(self.action_space, self.action_names),
             "control_rate_hz": float(self.control_rate_hz), "chunk_size": int(self.chunk_size),
@@ -151,16 +114,14 @@ class Metadata:
 
     @classmethod
     def from_message(cls, msg: Mapping[str, Any],
-                     observation_spec: Callable[[dict[str, dict], tuple[str, ...]], Any] | None = None) -> Metadata:
-        """The server's handshake. `observation_spec(modalities_json, text_keys)` builds
-        `observation` (default: WireObservation.from_json, records without checks)."""
+                     observation_spec: Callable[[dict[str, dict], tuple[str, ...]], Any]) -> Metadata:
+        """The server's handshake; `observation_spec(modalities_json, text_keys)` builds `observation`."""
         if not isinstance(msg, Mapping) or msg.get("type") != "metadata":
             raise ValueError(f"expected the server's metadata message first, got {_brief(msg)}")
         if msg.get("protocol") != PROTOCOL_VERSION:
             raise ValueError(f"server speaks protocol {msg.get('protocol')}, this client {PROTOCOL_VERSION}")
-        build = observation_spec or WireObservation.from_json
         return cls(
-            observation=build(dict(msg["modalities"]), tuple(msg.get("text_keys", ()))),
+            observation=observation_spec(dict(msg["modalities"]), tuple(msg.get("text_keys", ()))),
             action_space=space_from_json(msg["action_space"]),
             action_names=msg["action_space"].get("names"),
             control_rate_hz=float(msg["control_rate_hz"]), chunk_size=int(msg["chunk_size"]),
@@ -172,11 +133,6 @@ class Metadata:
         """The part of a (richer) env observation the server reads: its modalities and text keys."""
         keys = [*self.observation.modalities, *self.observation.text_keys]
         return {k: obs[k] for k in keys if k in obs}
-
-
-def _spec_json(spec: Any) -> dict:
-    """A modality spec as handshake JSON: its to_json(), or the spec itself when it is a plain dict."""
-    return dict(spec) if isinstance(spec, Mapping) else spec.to_json()
 
 
 def validate_observation(obs: Any, spec: Any, max_text: int = MAX_TEXT_CHARS) -> dict[str, Any]:

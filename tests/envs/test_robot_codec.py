@@ -105,22 +105,23 @@ def test_leaf_modules_import_nothing_else_of_graft(module):
     assert not [m for m in imported if m.split(".")[0] == "graft"]
 
 
-def test_protocol_works_on_duck_typed_specs_and_gives_wire_records_back():
+def test_protocol_works_on_duck_typed_specs_and_the_client_gets_modality_specs_back():
     import gymnasium as gym
-    from graft.envs.robot.protocol import Metadata, ObservationError, WireModality, validate_observation
+    from graft.envs.robot.client import handshake_spec
+    from graft.envs.robot.protocol import Metadata, ObservationError, validate_observation
+    from graft.envs.spec import ModalitySpec
 
-    class Spec:  # an observation spec with the duck-typed interface, no graft class involved
+    class Spec:  # an observation spec with the duck-typed interface, not graft's ObservationSpec
         def __init__(self):
-            self.modalities = {"proprio": {"name": "proprio", "shape": [2], "dtype": "float32", "low": -1.0,
-                                           "high": 1.0, "description": "joints"}}
+            self.modalities = {"proprio": ModalitySpec("proprio", (2,), "float32", -1.0, 1.0, "joints")}
             self.text_keys = ("mission",)
 
         def validate(self, obs):
             return {"proprio": np.asarray(obs["proprio"], np.float32)}
 
     meta = Metadata(Spec(), gym.spaces.Discrete(3), control_rate_hz=10)
-    back = Metadata.from_message(decode(encode(meta.to_message())))
-    assert back.observation.modalities == {"proprio": WireModality("proprio", (2,), "float32", -1.0, 1.0, "joints")}
+    back = Metadata.from_message(decode(encode(meta.to_message())), handshake_spec)
+    assert back.observation.modalities == {"proprio": ModalitySpec("proprio", (2,), "float32", -1.0, 1.0, "joints")}
     assert back.observation.text_keys == ("mission",) and back.action_space == gym.spaces.Discrete(3)
     assert back.to_message() == meta.to_message()
     built = Metadata.from_message(meta.to_message(), observation_spec=lambda mods, text: (sorted(mods), text))

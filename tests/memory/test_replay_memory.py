@@ -183,11 +183,11 @@ def test_reopening_with_other_settings_or_a_foreign_store_is_refused(tmp_path):
         with pytest.raises(ValueError, match="pass the stored settings"):
             ReplayMemory(**{"policy": "balanced", "max_size": 10, "seed": 1, **kwargs}, store_path=path)
     with SampleStore(path) as store:
-        store.put("grid", {"sneaked": "in"})
+        store.put_many("grid", [{"sneaked": "in"}])
     with pytest.raises(ValueError, match="modified outside"):
         ReplayMemory("balanced", max_size=10, store_path=path, seed=1)
     with SampleStore(tmp_path / "plain.sqlite") as store:
-        store.put("grid", {"a": 1})
+        store.put_many("grid", [{"a": 1}])
     with pytest.raises(ValueError, match="not a ReplayMemory store"):
         ReplayMemory(store_path=tmp_path / "plain.sqlite")
 

@@ -99,7 +99,7 @@ def test_an_add_failing_inside_its_transaction_leaves_the_previous_state(tmp_pat
     memory.store.conn.execute("DROP TRIGGER refuse")
     # An interrupt (BaseException) while the state is being encoded, samples already inserted.
     def interrupted(state):
-        assert memory.store.in_transaction and memory.store.last_id() > max(states[1]["store"])
+        assert memory.store.conn.in_transaction and memory.store.last_id() > max(states[1]["store"])
         raise KeyboardInterrupt
     monkeypatch.setattr(replay, "_state_json", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -26,11 +26,10 @@ def store(tmp_path):
         yield s
 
 
-def test_put_get_ids_groups_count_delete(store):
+def test_put_get_ids_count_delete(store):
     a = store.put_many("grid", [record("grid", i) for i in range(5)])
     b = store.put_many("rgb", [record("rgb", i) for i in range(3)])
     assert a == sorted(a) and min(b) > max(a)
-    assert store.groups() == ["grid", "rgb"]
     assert (store.count(), store.count("grid"), store.count("rgb"), store.count("none")) == (8, 5, 3, 0)
     assert store.ids("rgb") == b and store.ids() == a + b
     got = store.get([b[2], a[0], b[2]])
@@ -41,7 +40,7 @@ def test_put_get_ids_groups_count_delete(store):
     assert store.ids("grid") == [a[0], a[2], a[4]]
     with pytest.raises(KeyError, match=str(a[1])):
         store.get([a[0], a[1]])
-    new = store.put("grid", record("grid", 9))
+    (new,) = store.put_many("grid", [record("grid", 9)])
     assert new > max(b)  # ids are never reused
     assert store.integrity_check() == "ok"
 
@@ -65,7 +64,7 @@ def test_rewind_undoes_later_inserts_and_hands_their_ids_out_again(store):
     assert store.last_id() == ids[-1]
     assert store.rewind(ids[1]) == 3  # ids[2:] deleted, with their arrays
     assert store.ids() == [ids[1]] and store.last_id() == ids[1]
-    assert store.put("rgb", record("rgb", 0)) == ids[2]  # as if the undone inserts never happened
+    assert store.put_many("rgb", [record("rgb", 0)]) == [ids[2]]  # as if the undone inserts never happened
     assert store.rewind(ids[-1] + 10) == 0 and store.last_id() == ids[2]  # never raises the counter
     assert store.integrity_check() == "ok"
     assert store.conn.execute("SELECT COUNT(*) FROM arrays").fetchone()[0] == 2 * 2
@@ -94,18 +93,18 @@ def test_a_write_failing_inside_sqlite_rolls_back_whole(store):
         store.put_many("grid", poisoned)
     with pytest.raises(sqlite3.IntegrityError, match="poisoned"):
         store.put_many("rgb", [record("rgb", 0), {"poison": 1}])
-    assert store.ids() == old and store.groups() == ["grid"]
-    assert not store.in_transaction
+    assert store.ids() == old
+    assert not store.conn.in_transaction
     assert store.put_many("rgb", [record("rgb", 0)])  # and the store goes on working
 
 
 def test_nested_transactions_roll_back_only_the_inner_part(store):
     with store.transaction():
-        store.put("grid", record("grid", 0))
+        store.put_many("grid", [record("grid", 0)])
         with pytest.raises(RuntimeError), store.transaction():
-            store.put("grid", record("grid", 1))
+            store.put_many("grid", [record("grid", 1)])
             raise RuntimeError("inner")
-        store.put("grid", record("grid", 2))
+        store.put_many("grid", [record("grid", 2)])
     assert [s["i"] for s in store.get(store.ids())] == [0, 2]
 
 
@@ -199,4 +198,4 @@ def test_sigkill_mid_write_leaves_the_last_committed_state(tmp_path, delay):
         (gen,) = gens
         assert announced["swap"] <= gen <= announced["swap"] + 1
         assert [s["j"] for s in swap] == list(range(3 + gen % 5))
-        store.put("stream", {"after": True})  # and the store takes writes again
+        store.put_many("stream", [{"after": True}])  # and the store takes writes again

@@ -1,13 +1,11 @@
 """graft.envs.robot.ros2: the agent as a node in a robot's ROS 2 graph (optional extra `graft[ros2]`).
 
-    convert     ROS messages <-> numpy: sensor_msgs/Image in the encodings robots send (rgb8, bgr8,
-                16UC1 millimetres, 32FC1 metres, ...), JointState, String, Float64MultiArray,
-                JointTrajectory; the converter registry (built-in names or a user's dotted path)
+    convert     ROS messages <-> numpy (images in the encodings robots send, joints, text, arrays,
+                trajectories); the converter registry (built-in names or a user's dotted path)
     sync        the latest message of each topic with a staleness limit per topic
-    policies    in-process policies behind the PolicyClient interface, and an observation-only
-                reach expert for demos and tests
-    bridge      the bridge node: subscriptions -> modality dict -> policy -> commands at a fixed
-                rate, with the control loop's clamping, watchdog and safe action
+    runtime     one node in its own context and executor; the QoS profiles
+    policies    in-process policies behind the PolicyClient interface; the reach expert
+    bridge      the bridge node: subscriptions -> modality dict -> policy -> commands at a fixed rate
     sim_node    the MuJoCo reach arm as a ROS 2 node (`python -m graft.envs.robot.ros2.sim_node`)
 
 Importing this package needs rclpy and the message packages; without them it raises an ImportError

@@ -11,10 +11,8 @@
 - `sync.LatestSync` keeps the latest value per topic; a missing or stale topic makes the loop drop
   the chunk it was playing and hold the safe action (reported once per stale spell, counted every
   tick in `stale_ticks`) until every topic is fresh again.
-- The fixed-rate loop is `ControlLoop` (pacing, overrun re-anchoring, chunk timing, clamping into
-  the action bounds, watchdog on the policy's deadline, safe action), subclassed here only for the
-  staleness rule and for latency bookkeeping. The policy runs on the loop's worker thread: a slow
-  or dead policy never delays a command.
+- The fixed-rate loop is `ControlLoop` (control_loop.py: pacing, chunking, clamping, watchdog, safe
+  action), subclassed here only for the staleness rule and latency bookkeeping.
 - Commands: `float64_array` publishes the tick's action (times `scale`) as Float64MultiArray;
   `joint_trajectory` publishes the rest of the running chunk (and the queued one) as a
   JointTrajectory whose points are timed from now, so the robot's controller has the lookahead.
@@ -111,11 +109,9 @@ class BridgeConfig:
                    m.get("episodes_topic"))
 
     def action_space(self) -> gym.spaces.Box:
-        return gym.spaces.Box(np.float32(-np.inf), np.float32(np.inf), self.action_shape, np.float32) \
-            if self.action_low is None else gym.spaces.Box(
-                np.broadcast_to(np.asarray(self.action_low, np.float32), self.action_shape),
-                np.broadcast_to(np.asarray(self.action_high, np.float32), self.action_shape), self.action_shape,
-                np.float32)
+        bounds = (-np.inf, np.inf) if self.action_low is None else (self.action_low, self.action_high)
+        low, high = (np.broadcast_to(np.asarray(v, np.float32), self.action_shape) for v in bounds)
+        return gym.spaces.Box(low, high, self.action_shape, np.float32)
 
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec({t.key: t.spec for t in self.topics if t.spec is not None},
@@ -139,11 +135,9 @@ class BridgeNode:
         self.sync = LatestSync(slots)
         self._last_log: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
-        self.subscriptions = []
-        for t in cfg.topics:
+        for t in cfg.topics:  # the node keeps its subscriptions
             msg_type, convert = make_converter(t.converter, t.type, t.args)
-            callback = self._callback(t, convert)
-            self.subscriptions.append(node.create_subscription(msg_type, t.topic, callback, qos(t.qos)))
+            node.create_subscription(msg_type, t.topic, self._callback(t, convert), qos(t.qos))
         cmd = cfg.command
         if cmd.type not in ("float64_array", "joint_trajectory"):
             raise ValueError(f"command type {cmd.type!r}; expected float64_array or joint_trajectory")
@@ -259,9 +253,8 @@ class Ros2Controller:
         t = np.asarray(self.publish_times)
         if t.size < 2:
             return {"commands": int(t.size)}
-        gaps = np.diff(t) * 1000
         return {"commands": int(t.size), "rate_hz": round((t.size - 1) / (t[-1] - t[0]), 2),
-                "interval_ms": percentiles(gaps)}
+                "interval_ms": percentiles(np.diff(t) * 1000)}
 
     def close(self) -> None:
         """The node is closed by the Bridge that owns it."""
@@ -380,8 +373,7 @@ class Bridge:
         self.loop.stop()
 
     def close(self) -> None:
-        """Stop the loop, command the safe action once more (the robot stops now, not at its own command
-        timeout), and shut the node down."""
+        """Stop the loop, command the safe action once more (see the module docstring), shut the node down."""
         try:
             self.loop.close()
             self.controller.rest = None

@@ -3,8 +3,7 @@
 Images (sensor_msgs/Image) follow REP 118 for depth: 16UC1 / mono16 are millimetres with 0 meaning
 "no return"; 32FC1 is metres with NaN "no return", +inf "too far" and -inf "too close". Row padding
 (`step` > width x pixel size) and big-endian data are handled. Everything a converter rejects raises
-`ConversionError` with what was wrong and what was expected; the bridge logs it and keeps the topic's
-previous message (which then ages towards its staleness limit).
+`ConversionError` (or ValueError) with what was wrong and what was expected; the bridge drops it.
 
 A converter turns one message into one observation value: `converter(msg) -> ndarray | str`.
 Built-in ones are named in config (`converter: rgb`, with `args:`); any other is a user-written
@@ -205,12 +204,8 @@ def to_joint_trajectory(chunk: np.ndarray, joint_names: Sequence[str], times_s: 
     if stamp is not None:
         msg.header.stamp = stamp
     msg.joint_names = list(joint_names)
-    points = []
-    for values, t in zip(chunk, times_s):
-        point = JointTrajectoryPoint(time_from_start=duration(float(t)))
-        setattr(point, field, values.tolist())
-        points.append(point)
-    msg.points = points
+    msg.points = [JointTrajectoryPoint(time_from_start=duration(float(t)), **{field: values.tolist()})
+                  for values, t in zip(chunk, times_s)]
     return msg
 
 

@@ -1,12 +1,11 @@
 """In-process policies for the bridge, behind the same interface as `PolicyClient`.
 
-The bridge drives its policy through `graft.envs.robot.control_loop.ControlLoop`, which talks to a
-client: `ensure_connected() -> Metadata`, `act(obs, timeout) -> Reply`, `retry_in`, `connects`,
-`stats()`, `close()`. `LocalPolicy` gives any callable `fn(obs) -> action | chunk` (or an openpi-style
-`{"actions": action | chunk}`, what a graft policy's `infer` returns) that interface, so
-an agent in this process gets exactly the watchdog, chunking and clamping a `graft serve` client
-gets. Each call runs on a daemon thread and `act` returns by its timeout even when `fn` hangs (a
-dead policy): the loop counts a missed deadline and holds the safe action; a hung call is never
+The bridge's `ControlLoop` talks to a client: `ensure_connected() -> Metadata`, `act(obs, timeout)
+-> Reply`, `retry_in`, `connects`, `stats()`, `close()`. `LocalPolicy` gives any callable
+`fn(obs) -> action | chunk` (or `{"actions": ...}`, what a graft policy's `infer` returns) that
+interface, so an agent in this process gets exactly the watchdog, chunking and clamping a
+`graft serve` client gets. Each call runs on a daemon thread and `act` returns by its timeout even
+when `fn` hangs: the loop counts a missed deadline and holds the safe action; a hung call is never
 joined, so it cannot keep the process from exiting.
 
 `ReachObservationExpert` is the reach arm's Jacobian expert (`graft.envs.experts.ReachExpert`) computed
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from graft.envs.robot.client import Reply
 from graft.envs.robot.protocol import Metadata
+from graft.envs.robot.ros2.reach_converters import LINK_LENGTHS
 
 
 class LocalPolicy:
@@ -35,14 +35,11 @@ class LocalPolicy:
         self.uri = f"local:{getattr(fn, '__name__', type(fn).__name__)}"
         self.connects, self.retry_in = 1, 0.0
         self._busy: Future | None = None
-        self._next_id = 0
         self.answered = self.failed = self.timeouts = 0
 
     # the PolicyClient interface -------------------------------------------------------------------
     def ensure_connected(self, timeout: float | None = None) -> Metadata:
         return self.metadata
-
-    connect = ensure_connected
 
     def act(self, observation: Mapping[str, Any], timeout: float = 1.0) -> Reply:
         sent = time.perf_counter()
@@ -64,9 +61,7 @@ class LocalPolicy:
         except TimeoutError:
             self.timeouts += 1
             raise TimeoutError(f"{self.uri} gave no action within {timeout * 1000:.0f} ms") from None
-        self._next_id += 1
-        latency = (time.perf_counter() - sent) * 1000
-        return Reply(actions, latency, model_ms, 0.0, 1, self._next_id)
+        return Reply(actions, (time.perf_counter() - sent) * 1000, model_ms, 1)
 
     def _call(self, future: Future, observation: Mapping[str, Any]) -> None:
         start = time.perf_counter()
@@ -94,9 +89,6 @@ class LocalPolicy:
     def stats(self, timeout: float = 5.0) -> dict:
         return {"answered": self.answered, "failed": self.failed, "timeouts": self.timeouts}
 
-    def ping(self, timeout: float = 5.0) -> float:
-        return 0.0
-
     def close(self) -> None:
         """Nothing to close; a hung call stays on its daemon thread."""
 
@@ -106,14 +98,9 @@ class ReachObservationExpert:
 
     __name__ = "reach_expert"
 
-    def __init__(self, gain: float = 6.0, damping: float = 0.03, max_joint_speed: float = 4.0,
-                 link_lengths: tuple[float, float] | None = None):
-        if link_lengths is None:
-            from graft.envs.robot.ros2.reach_converters import LINK_LENGTHS
-
-            link_lengths = LINK_LENGTHS
+    def __init__(self, gain: float = 6.0, damping: float = 0.03, max_joint_speed: float = 4.0):
         self.gain, self.damping, self.max_joint_speed = float(gain), float(damping), float(max_joint_speed)
-        self.l1, self.l2 = (float(v) for v in link_lengths)
+        self.l1, self.l2 = LINK_LENGTHS
 
     def __call__(self, obs: Mapping[str, Any]) -> np.ndarray:
         proprio = np.asarray(obs["proprio"], np.float64)  # (6,) q1, q2, dq1, dq2, tip x, y

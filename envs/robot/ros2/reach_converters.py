@@ -4,9 +4,6 @@ A robot's bridge config names them like any function of its own package:
 
     proprio: {topic: /joint_states, type: sensor_msgs/msg/JointState,
               converter: "graft.envs.robot.ros2.reach_converters:reach_proprio", spec: {...}}
-
-A converter is `function(msg, **args) -> ndarray | str`; raising `ConversionError` (or ValueError)
-rejects the message with that reason in the bridge's log.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from graft.envs.robot.ros2.convert import (
     to_float64_array,
     trajectory_points,
 )
-from graft.envs.robot.ros2.runtime import NodeRunner, qos
+from graft.envs.robot.ros2.runtime import NodeRunner, qos, stamp_seconds
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
@@ -78,8 +78,7 @@ class ReachSimNode:
         self._command_times: deque = deque(maxlen=100_000)
         self._tick_times: deque = deque(maxlen=100_000)
         self.braked_ticks, self.rejected, self.records = 0, 0, []
-        self.finished = False
-        self._ticks = 0
+        self.finished, self._ticks = False, 0
         self._start_episode()
         self.timer = node.create_timer(1.0 / self.rate_hz, self._tick)
 
@@ -96,8 +95,8 @@ class ReachSimNode:
             times, values = trajectory_points(msg, JOINTS, "velocities")
         except ConversionError as exc:
             return self._reject("/joint_trajectory", exc)
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        lag = self.runner.now_s() - stamp if stamp > 0 else 0.0  # points are timed from the stamp
+        stamp = stamp_seconds(msg)
+        lag = 0.0 if stamp is None else self.runner.now_s() - stamp  # points are timed from the stamp
         self._set_command(time.monotonic() - max(lag, 0.0), times, values)
 
     def _set_command(self, start: float, times: np.ndarray, values: np.ndarray) -> None:
@@ -173,9 +172,9 @@ class ReachSimNode:
         cmds = np.asarray(self._command_times)
         span = lambda t: (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else 0.0
         return {"rate_hz": self.rate_hz, "tick_rate_held_hz": round(span(ticks), 2),
-                "tick_interval_ms": percentiles(np.diff(ticks) * 1000) if len(ticks) > 1 else {"count": 0},
+                "tick_interval_ms": percentiles(np.diff(ticks) * 1000),
                 "commands_received": self._received, "command_rate_hz": round(span(cmds), 2),
-                "command_interval_ms": percentiles(np.diff(cmds) * 1000) if len(cmds) > 1 else {"count": 0},
+                "command_interval_ms": percentiles(np.diff(cmds) * 1000),
                 "braked_ticks": self.braked_ticks, "rejected_commands": self.rejected,
                 "episodes": self.records,
                 "success_rate": float(np.mean([r["success"] for r in self.records])) if self.records else 0.0}
@@ -214,11 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here on exit")
     a = p.parse_args(argv)
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background parent may have ignored it
-        signal.signal(sig, interrupt)
+        signal.signal(sig, signal.default_int_handler)  # raises KeyboardInterrupt
     sim = ReachSimNode(a.rate_hz, a.camera_hz, a.image_size, a.seed, a.episodes, a.episode_seconds,
                        a.rgb_encoding, a.depth_encoding, a.command_timeout_ms)
     print(f"graft sim node: reach arm at {a.rate_hz:g} Hz, camera {a.camera_hz:g} Hz, ready", flush=True)

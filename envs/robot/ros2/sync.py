@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -38,7 +38,6 @@ class Snapshot:
     problems: list[str]  # one line per missing or stale topic; empty: usable
     oldest_stamp_s: float | None  # the oldest header stamp among the values (for latency)
     newest_stamp_s: float | None = None  # the newest one
-    ages_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -48,7 +47,7 @@ class Snapshot:
 class LatestSync:
     """Latest value per topic and the staleness check (see the module docstring)."""
 
-    def __init__(self, slots: Sequence[TopicSlot], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, slots: Sequence[TopicSlot]):
         keys = [s.key for s in slots]
         if len(set(keys)) != len(keys):
             raise ValueError(f"two topics map to the same observation key: {keys}")
@@ -56,14 +55,13 @@ class LatestSync:
             if s.stale_s is not None and s.stale_s <= 0:
                 raise ValueError(f"topic {s.topic}: stale_s must be positive or null, got {s.stale_s}")
         self.slots = {s.key: s for s in slots}
-        self.clock = clock
         self._latest: dict[str, Latest] = {}
         self._lock = threading.Lock()
         self.received = {k: 0 for k in self.slots}
         self.rejected = {k: 0 for k in self.slots}
 
     def update(self, key: str, value: Any, stamp_s: float | None = None) -> None:
-        item = Latest(value, stamp_s, self.clock())
+        item = Latest(value, stamp_s, time.monotonic())
         with self._lock:
             self._latest[key] = item
             self.received[key] += 1
@@ -73,17 +71,16 @@ class LatestSync:
             self.rejected[key] += 1
 
     def snapshot(self) -> Snapshot:
-        now = self.clock()
+        now = time.monotonic()
         with self._lock:
             latest = dict(self._latest)
-        obs, problems, ages, stamps = {}, [], {}, []
+        obs, problems, stamps = {}, [], []
         for key, slot in self.slots.items():
             item = latest.get(key)
             if item is None:
                 problems.append(f"{slot.topic} ({key}): no message received yet")
                 continue
             age = now - item.received
-            ages[key] = age
             if slot.stale_s is not None and age > slot.stale_s:
                 problems.append(f"{slot.topic} ({key}): stale, last message {age * 1000:.0f} ms ago, "
                                 f"limit {slot.stale_s * 1000:.0f} ms")
@@ -91,7 +88,4 @@ class LatestSync:
             obs[key] = item.value
             if item.stamp_s is not None:
                 stamps.append(item.stamp_s)
-        return Snapshot(obs, problems, min(stamps) if stamps else None, max(stamps) if stamps else None, ages)
-
-    def fresh(self) -> bool:
-        return self.snapshot().ok
+        return Snapshot(obs, problems, min(stamps) if stamps else None, max(stamps) if stamps else None)
