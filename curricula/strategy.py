@@ -26,7 +26,7 @@ from graft.curricula import engine
 from graft.curricula.evaluate import accuracy, mean_or_none
 from graft.curricula.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
 from graft.curricula.plugins import build_plugins
-from graft.curricula.stages import OutputStage, Stage, TextStage, fresh_agent, union_stage
+from graft.curricula.stages import Stage, TextLossStage, TextStage, fresh_agent, union_stage
 
 
 class MethodRun:
@@ -132,10 +132,10 @@ class MethodRun:
             if phase0 == "new":
                 self.log(f"stage {i + 1}/{len(self.stages)}: {stage.name} ({stage.kind})")
                 self.graft(stage)
-                self.untrained = pre = stage.evaluate(self, rollouts=isinstance(stage, OutputStage))
+                self.untrained = pre = stage.evaluate(self, rollouts=stage.untrained_rollouts)
                 self.results["pre_scores"] = self.results["pre_scores"][:i] + [pre["score"]]
                 if pre["metrics"]:
-                    self.results["outputs"][stage.name] = {"kind": stage.target_kind, "untrained": pre["metrics"],
+                    self.results["outputs"][stage.name] = {"kind": pre["kind"], "untrained": pre["metrics"],
                                                            "after": {}}
                 self.start_weights = {n: t.clone() for n, t in ckpt.learnable_state(self.mm, self.generators).items()}
                 for plugin in self.plugins:
@@ -196,16 +196,16 @@ class MethodRun:
                 engine.train(self, stage, "pt", stage.steps("pt"))
         union = union_stage(self.stages)
         engine.train(self, union, "it", union.steps("it"))
-        for stage in self.stages:  # output stages train after the union (their loss is not a text loss)
-            if isinstance(stage, OutputStage):
-                self.results["outputs"][stage.name] = {"kind": stage.target_kind, "after": {}}
+        for stage in self.stages:  # other kinds train after the union (their loss is not a text loss)
+            if not isinstance(stage, TextLossStage):
                 engine.train(self, stage, "it", stage.steps("it"))
-                self.results["notes"].append(f"joint trains output stage '{stage.name}' after the union of the "
-                                             f"text-loss stages")
+                self.results["notes"].append(f"joint trains {stage.kind} stage '{stage.name}' after the union of "
+                                             "the text-loss stages")
         T = len(self.stages)
         row = self.evaluate(T - 1)
-        for name, metrics in row.get("outputs", {}).items():
-            self.results["outputs"][name]["after"][self.stages[-1].name] = metrics
+        for stage, r in zip(self.stages, row["rows"]):
+            if r["metrics"]:
+                self.results["outputs"][stage.name] = {"kind": r["kind"], "after": {self.stages[-1].name: r["metrics"]}}
         self.results["acc_matrix"] = [[None] * T for _ in range(T - 1)] + [row["acc"]]
         self.results["success_matrix"] = [[None] * T for _ in range(T - 1)] + [row["success"]]
         self.results["text_scores"] = [None] * (T - 1) + [row["text"]]

@@ -90,6 +90,8 @@ class Stage:
     kind: ClassVar[str] = ""
     phases: ClassVar[tuple[str, ...]] = ("it",)
     mixes_text: ClassVar[bool] = True  # the text-mix plugin adds text-only instructions to this stage
+    mixed_as_extra_loss: ClassVar[bool] = False  # plugins' rows join as a text loss, not in place of own rows
+    untrained_rollouts: ClassVar[bool] = False  # roll the agent out before training too (its "untrained" row)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -147,8 +149,6 @@ class Stage:
     def sample(self, pool: list[dict], rng: np.random.Generator) -> Batch:
         rows = [pool[i] for i in rng.choice(len(pool), self.batch_size, replace=len(pool) < self.batch_size)]
         return Batch(rows, replace=not self.mixed_as_extra_loss)
-
-    mixed_as_extra_loss: ClassVar[bool] = False
 
     def end_phase(self, mm, generators: Mapping[str, Any]) -> None:
         mm.set_trainable(None)

@@ -89,6 +89,7 @@ def generator_kind(gen_cfg: Mapping) -> str:
 class OutputStage(Stage):
     kind = "output"
     mixed_as_extra_loss = True
+    untrained_rollouts = True
 
     def __init__(self, index: int, spec: Mapping[str, Any], settings: Mapping[str, Any]):
         super().__init__(index, spec, {**settings, "pt_steps": 0})  # one phase: head + LoRA + denoiser
@@ -232,7 +233,7 @@ class OutputStage(Stage):
         why = (None if "success_rate" in metrics else "a goal-image output does not act" if generator.kind != "action"
                else "not rolled out before training" if not rollouts else "no rollout episodes configured")
         return {"score": metrics["score"], "success": metrics.get("success_rate"), "metrics": metrics,
-                "samples": samples, "unscored": why}
+                "samples": samples, "unscored": why, "kind": self.target_kind}
 
     def plot(self, run, untrained: dict, trained: dict) -> None:
         """Goal images: first view, real goal, untrained and trained generations of the test episodes."""
