@@ -116,7 +116,7 @@ class MethodRun:
             if r.get("unscored"):
                 self.results.setdefault("unscored_success", {})[stage.name] = r["unscored"]
         scores = ", ".join(f"{s.name} {v:.3f}" for s, v in zip(self.stages, row["acc"]))
-        self.log(f"after {self.stages[i].name}: {scores}; text {row['text']:.3f}")
+        self.log(f"after {self.stages[i].name}: {scores}; text-only test set {row['text']:.3f}")
 
     def run(self) -> dict:
         if self.method.get("joint"):
