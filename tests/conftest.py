@@ -38,3 +38,25 @@ def tiny_mm(compose):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def chunk_agent():
+    """A tiny MM-LLM (rgb + proprio) with an action_chunk output grafted with `recorded` (inputs=,
+    execute=, prompt=), and its ActionGenerator fitted to actions uniform in [-spread, spread]."""
+    from graft.agent.build import build_mmllm, graft_output
+    from graft.agent.generators import build_generator
+    from graft.curricula.config import compose_config as compose
+    from graft.curricula.config import group_config
+
+    def make(spread: float = 1.0, **recorded):
+        torch.manual_seed(0)
+        mm = build_mmllm(compose("chat", ["~modality@modalities.grid", "+modality@modalities.rgb=rgb",
+                                          "+modality@modalities.proprio=proprio"]))
+        gen_cfg = group_config(None, "generator", "action")
+        gen_cfg["unet"]["channels"], gen_cfg["sample_steps"] = [8, 16], 2
+        generator = build_generator(gen_cfg).fit(np.random.default_rng(0).uniform(-spread, spread, (64, 2)))
+        graft_output(mm, "action_chunk", gen_cfg["output"], generator.cond_tokens, generator.cond_dim, **recorded)
+        return mm, generator
+
+    return make

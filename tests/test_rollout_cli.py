@@ -28,27 +28,11 @@ def test_checkpoint_policy_runs_batched_over_vector_envs(tmp_path, compose):
     assert all(r["length"] <= 5 for r in summary["records"])
 
 
-def save_chunk_agent(compose, folder):
-    """A tiny rgb + proprio agent whose action_chunk output recorded inputs [proprio] and execute 4."""
-    import numpy as np
-    import torch
-    from graft.agent.build import build_mmllm, graft_output, save_mmllm
-    from graft.agent.generators import build_generator
-    from graft.curricula.config import group_config
+def test_a_checkpoint_with_an_action_generator_executes_its_chunks(tmp_path, compose, chunk_agent):
+    from graft.agent.build import save_mmllm
 
-    torch.manual_seed(0)
-    mm = build_mmllm(compose("chat", ["~modality@modalities.grid", "+modality@modalities.rgb=rgb",
-                                      "+modality@modalities.proprio=proprio"]))
-    gen_cfg = group_config(None, "generator", "action")
-    gen_cfg["unet"]["channels"], gen_cfg["sample_steps"] = [8, 16], 2
-    generator = build_generator(gen_cfg).fit(np.random.default_rng(0).uniform(-1.0, 1.0, (64, 2)))
-    graft_output(mm, "action_chunk", gen_cfg["output"], generator.cond_tokens, generator.cond_dim,
-                 inputs=["proprio"], execute=4)
-    return save_mmllm(mm, folder, generators={"action_chunk": generator})
-
-
-def test_a_checkpoint_with_an_action_generator_executes_its_chunks(tmp_path, compose):
-    folder = save_chunk_agent(compose, tmp_path / "agent")
+    mm, generator = chunk_agent(inputs=["proprio"], execute=4)  # recorded: inputs [proprio], execute 4
+    folder = save_mmllm(mm, tmp_path / "agent", generators={"action_chunk": generator})
     run = tmp_path / "run"
     assert main(["rollout", "env=mujoco_reach", f"policy={folder}", "episodes=2", "num_envs=2", "env.max_steps=9",
                  f"run_dir={run}", "frames=0"]) == 0

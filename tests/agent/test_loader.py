@@ -9,22 +9,6 @@ import torch
 TEMPLATE = "{tags}\nTask: {mission}\nPlan."
 
 
-def chunk_agent(compose, **recorded):
-    """A tiny MM-LLM (rgb + proprio) with an action_chunk output grafted as `recorded`, and its generator."""
-    from graft.agent.build import build_mmllm, graft_output
-    from graft.agent.generators import build_generator
-    from graft.curricula.config import group_config
-
-    torch.manual_seed(0)
-    mm = build_mmllm(compose("chat", ["~modality@modalities.grid", "+modality@modalities.rgb=rgb",
-                                      "+modality@modalities.proprio=proprio"]))
-    gen_cfg = group_config(None, "generator", "action")
-    gen_cfg["unet"]["channels"], gen_cfg["sample_steps"] = [8, 16], 2
-    generator = build_generator(gen_cfg).fit(np.random.default_rng(0).uniform(-1.0, 1.0, (64, 2)))
-    graft_output(mm, "action_chunk", gen_cfg["output"], generator.cond_tokens, generator.cond_dim, **recorded)
-    return mm, generator
-
-
 @pytest.fixture(scope="module")
 def reach():
     from graft.envs.rollout import load_env_config, make_env_factory
@@ -35,12 +19,11 @@ def reach():
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, chunk_agent):
     """(folder, mm, generator): recorded inputs [proprio], execute 3 and a prompt template of its own."""
     from graft.agent.build import save_mmllm
-    from graft.curricula.config import compose_config
 
-    mm, generator = chunk_agent(compose_config, inputs=["proprio"], execute=3, prompt=TEMPLATE)
+    mm, generator = chunk_agent(inputs=["proprio"], execute=3, prompt=TEMPLATE)
     folder = save_mmllm(mm, tmp_path_factory.mktemp("loader") / "agent", generators={"action_chunk": generator})
     return folder, mm, generator
 

@@ -21,13 +21,12 @@ STALE_RUN_CONFIG = """curriculum:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, chunk_agent):
     """(agent folder with its generator, agent folder without a generator, the generator)."""
-    from chunk_agent import tiny_chunk_agent
     from graft.agent.build import save_mmllm
-    from graft.curricula.config import compose_config
 
-    mm, generator = tiny_chunk_agent(compose_config, inputs=["rgb", "proprio"], execute=4)
+    # fitted to [-2, 2], wider than the reach arm's Box: served chunks must be clipped
+    mm, generator = chunk_agent(spread=2.0, inputs=["rgb", "proprio"], execute=4)
     root = tmp_path_factory.mktemp("serve_chunks")
     (root / "run").mkdir()  # an onboarding run's config that disagrees: serving must not read it
     (root / "run" / "config.yaml").write_text(STALE_RUN_CONFIG)

@@ -76,18 +76,17 @@ def test_a_request_to_the_text_agent_is_validated_once_per_modality(compose, bab
     assert answer["code"] == "bad_observation" and "colour index 7" in answer["error"]
 
 
-def chunk_policy(compose, env):
-    from chunk_agent import tiny_chunk_agent
+def chunk_policy(chunk_agent, env):
     from graft.agent.loader import load_policy
 
-    mm, generator = tiny_chunk_agent(compose, inputs=["rgb", "proprio"], execute=4)
+    mm, generator = chunk_agent(spread=2.0, inputs=["rgb", "proprio"], execute=4)
     return load_policy(mm, env, generators={"action_chunk": generator})
 
 
-def test_action_chunks_are_validated_once_per_request_and_once_per_step(compose, calls):
+def test_action_chunks_are_validated_once_per_request_and_once_per_step(chunk_agent, calls):
     env = make_env("mujoco_reach")
     try:
-        policy = chunk_policy(compose, env)
+        policy = chunk_policy(chunk_agent, env)
         server = server_for(policy, env)
         first = [env.reset(seed=s)[0] for s in (0, 1)]
     finally:
