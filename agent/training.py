@@ -7,6 +7,7 @@ optimiser state. `trainable_report` tells how many parameters each grafted name 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -19,7 +20,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params:
     """Backward (through `backward`, e.g. accelerate's), clip the gradient norm of `params`, step, zero
     the gradients; returns the loss. A non-finite loss raises before any weight changes."""
     value = loss.item()
-    if not torch.isfinite(torch.tensor(value)):
+    if not math.isfinite(value):
         raise FloatingPointError(f"non-finite loss {value} in {what}")
     (backward or torch.Tensor.backward)(loss)
     if max_grad_norm:

@@ -3,8 +3,8 @@
     for step in range(first_step, steps):
         batch, rng = stage.draw(seed, phase, step)          # seeded by (seed, stage, phase, step)
         plugin.compose(run, stage, phase, batch, rng)       # replay, text mix (curricula/plugins.py)
-        loss = stage.loss(run, phase, batch.shard(rank))    # through accelerate's DDP wrapper
-             + sum(plugin.penalty(run, stage, batch, loss)) # EWC, LwF
+        loss = stage.loss(run, phase, batch.shard(rank), step)  # through accelerate's DDP wrapper
+             + sum(plugin.penalty(run, stage, loss))            # EWC, LwF
         optimizer_step(...)                                  # agent/training.py: the only step site
 
 Every batch is drawn from a generator seeded by the step, so a run resumed from a checkpoint draws

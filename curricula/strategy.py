@@ -151,6 +151,7 @@ class MethodRun:
             self.record(i, row)
             if self.rank == 0 and self.untrained is not None:
                 stage.plot(self, self.untrained, row["rows"][i])
+            self.untrained = None  # its samples (generated images) are not kept past the stage
             if isinstance(stage, TextStage) and self.results["text_before"] is None:
                 self.results["text_before"] = self.results["text_scores"][i]
             self.gate(stage)

@@ -79,10 +79,6 @@ class StepLoss:
     examples: list[Example] | None = None
     output: Any = None
 
-    @property
-    def total(self) -> torch.Tensor:
-        return self.parts["total"]
-
 
 class Stage:
     """Base class of every stage kind (see the module docstring)."""
