@@ -139,10 +139,12 @@ class FastScorer:
 
     # ---- scoring ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False) -> torch.Tensor:
-        """Log-probability of each candidate answer after each prompt → `(B, K)`."""
+    def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False,
+              complete: bool = True) -> torch.Tensor:
+        """Log-probability of each candidate answer after each prompt → `(B, K)`; with `complete`
+        each candidate is followed by the end token (`MMLLM.score`)."""
         mm = self.mm
-        cand_ids, trie, tree = self._tree(tuple(candidates))
+        cand_ids, trie, tree = self._tree(tuple(candidates), complete)
         embedded = mm._embed(examples)  # checks the examples; [(seq (L_i, D), where)]
         present = sorted({k for ex in examples for k in ex.obs})
         model, context, key = self._model(present)
@@ -164,14 +166,14 @@ class FastScorer:
             out = out / torch.tensor([max(len(i), 1) for i in cand_ids], dtype=out.dtype, device=out.device)
         return out
 
-    def _tree(self, candidates: tuple[str, ...]):
+    def _tree(self, candidates: tuple[str, ...], complete: bool = True):
         """Token ids, trie and trie attention `(T, T)` (node -> its ancestors and itself) of a candidate
         set, computed once per set and tokenizer size."""
-        key = (candidates, len(self.mm.tokenizer))
+        key = (candidates, complete, len(self.mm.tokenizer))
         if key not in self._candidates:
             if len(self._candidates) > 16:
                 self._candidates.clear()
-            cand_ids = [self.mm._token_ids(c) for c in candidates]
+            cand_ids = [self.mm.answer_ids(c, complete) for c in candidates]
             trie = Trie(cand_ids)
             tree = torch.zeros(len(trie), len(trie), dtype=torch.bool)
             for t in range(len(trie)):

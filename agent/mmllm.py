@@ -347,12 +347,19 @@ class MMLLM(nn.Module):
                                   eos_token_id=self.tokenizer.eos_token_id, **generate_kwargs)
 
     @torch.no_grad()
-    def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False) -> torch.Tensor:
+    def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False,
+              complete: bool = True) -> torch.Tensor:
         """Log-probability of each candidate answer after each prompt, in one forward → `(B, K)`.
 
-        The prompts go through the LLM once, with every candidate appended as a token tree behind
-        a cached template head (agent/fast_path.py); same numbers as `score_repeated`."""
-        return self.scorer().score(examples, candidates, normalize)
+        With `complete` (default) a candidate is scored as a whole answer: followed by the end token
+        the model is trained to emit, so a candidate that is a prefix of another ("1" / "12") must
+        end where it ends. The prompts go through the LLM once, with every candidate appended as a
+        token tree behind a cached template head (agent/fast_path.py); same numbers as `score_repeated`."""
+        return self.scorer().score(examples, candidates, normalize, complete)
+
+    def answer_ids(self, candidate: str, complete: bool = True) -> list[int]:
+        """A candidate answer's token ids; with `complete`, followed by the end token (as in training)."""
+        return self._token_ids(candidate + self.tokenizer.eos_token if complete else candidate)
 
     def scorer(self, merge: bool = False, dtype: torch.dtype | None = None):
         """The fast-path scorer on the live weights, or (`merge=True`) on a merged deployment copy
@@ -365,10 +372,11 @@ class MMLLM(nn.Module):
         return cache[(merge, dtype)]
 
     @torch.no_grad()
-    def score_repeated(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False) -> torch.Tensor:
+    def score_repeated(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False,
+                       complete: bool = True) -> torch.Tensor:
         """`score` the slow way: the full prompt repeated once per candidate, one padded batch of B*K."""
         prompts = self.embed_prompts(examples)
-        cand_ids = [self._token_ids(c) for c in candidates]
+        cand_ids = [self.answer_ids(c, complete) for c in candidates]
         cand_emb = [self.embed_tokens(ids) for ids in cand_ids]
         seqs, labels = [], []
         for p in prompts:

@@ -55,12 +55,36 @@ def test_score_matches_the_teacher_forced_loss(mm, rng):
     candidates = ["red", "green ball", "blue"]
     scores = mm.score([ex, Example("say it", {})], candidates)
     assert scores.shape == (2, 3)
+    # a complete answer (the default) ends with the end token, as the training labels do:
     # log p(candidate) == -(mean CE over its tokens) * n_tokens, from an independent forward
     out = mm([Example(ex.prompt, ex.obs, "green ball")])
-    n = len(mm._token_ids("green ball" + mm.tokenizer.eos_token))
-    eos_logp = mm.score([ex], ["green ball" + mm.tokenizer.eos_token])[0, 0]
-    assert torch.allclose(eos_logp, -out.loss * n, atol=1e-4)
-    assert scores[0, 1] > eos_logp  # the same answer without its end token is more likely
+    n = len(mm.answer_ids("green ball"))
+    assert n == len(mm._token_ids("green ball")) + 1
+    assert torch.allclose(scores[0, 1], -out.loss * n, atol=1e-4)
+    bare = mm.score([ex], ["green ball"], complete=False)[0, 0]
+    assert bare > scores[0, 1]  # the same answer without its end token is more likely
+
+
+def test_prefix_candidates_compete_as_complete_answers(mm):
+    """Taught to answer "12", a model scored without the end token still prefers its prefix "1"
+    (a prefix's log-prob is never lower); scored as complete answers, "12" wins."""
+    torch.manual_seed(0)
+    ex = Example("How many?", {})
+    params = list(mm.backbone.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=3e-3)
+    for _ in range(30):
+        loss = mm([Example(ex.prompt, {}, "12")]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prefix_first = ["1", "12", "3"]
+    bare = mm.score([ex], prefix_first, complete=False)[0]
+    assert bare[0] >= bare[1] - 1e-5  # without the end token "1" is at least as likely as "12"
+    complete = mm.score([ex], prefix_first)[0]
+    assert complete.argmax().item() == 1
+    torch.testing.assert_close(complete, mm.score_repeated([ex], prefix_first)[0], rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_modality_key_names_what_the_agent_reads(mm, rng):
