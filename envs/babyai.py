@@ -94,7 +94,8 @@ class BabyAIEnv(gym.Env):
     caption_prompts = CAPTION_PROMPTS
 
     def describe(self, obs: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, tuple]:
-        """`{"grid": (caption, [(question, answer), ...]), "rgb": (same)}` for one observation."""
+        """`{"grid": (caption, [(question, answer), ...]), "rgb": (...)}` for one observation: grid is asked
+        about layout and relations, rgb about colour and appearance (envs/babyai_language.py)."""
         return describe_babyai(self, obs)
 
     def make_expert(self, **kwargs):

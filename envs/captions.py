@@ -4,7 +4,7 @@ A describer is any layer of the wrapper chain (a gymnasium Wrapper or the unwrap
 
     describe(obs, rng) -> {modality: (caption, [(question, answer), ...])}
 
-written from privileged simulator state; answers are short and exact ("2", "red", "yes", "back
+written from privileged simulator state; answers are short and exact ("2", "red", "yes", "ahead
 left") so they can be checked by string match. BabyAIEnv and ReachEnv have one; a wrapper that adds
 a sensor adds its captions and questions the same way. `describe(env, obs, rng)` walks the chain
 from `env.unwrapped` outwards, so the env's own modalities come first and an outer layer may
@@ -13,13 +13,22 @@ re-describe a modality an inner one describes (it then replaces that entry, in p
 A layer may also have `caption_prompts: {modality: (prompt, ...)}`, the instructions that ask for
 a caption; the outermost layer that names the modality wins, else `GENERIC_PROMPTS`. Each
 `Utterance` prompt starts with the placeholder `<name>` of the one modality it is about.
-Describers may draw from `rng` (the built-in ones do not); it is the same generator that picks the
-prompts, so the result is a deterministic function of (env state, obs, rng seed).
+Describers may draw from `rng`; it is the same generator that picks the prompts, so the result is
+a deterministic function of (env state, obs, rng seed). The built-in ones draw from
+`observation_rng(<obs arrays>)` instead and ask at most one question per question group (`ask`).
+
+A question group is the first two words of the question, lowercased (`question_group`: "where
+is", "how many"); the multiple-choice evaluation offers a question the distinct answers of its group
+as candidates. `balance_answers` evens out the answers within each (modalities, group) of a split,
+so always giving a group's most common answer scores exactly 1/K there.
 """
 from __future__ import annotations
 
+import zlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from graft.envs.factory import find_on_layers
@@ -85,3 +94,54 @@ def _checked(layer: Any, said: Any) -> dict[str, tuple[str, QAs]]:
             raise TypeError(f"{where} returned {modality!r}: {entry!r}; {expected}")
         out[modality] = (entry[0], [tuple(qa) for qa in entry[1]])
     return out
+
+
+def observation_rng(*arrays: Any) -> np.random.Generator:
+    """A generator seeded by the bytes of `arrays`: choices that are a function of the observation."""
+    return np.random.default_rng([zlib.crc32(np.ascontiguousarray(a).tobytes()) for a in arrays])
+
+
+def ask(rng: np.random.Generator, options: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """One question of a group: `options` maps each answer this observation allows to the questions
+    that have it; an answer is drawn uniformly, then one of its questions. None if there is none."""
+    answers = sorted(a for a, questions in options.items() if questions)
+    if not answers:
+        return None
+    answer = answers[int(rng.integers(len(answers)))]
+    return options[answer][int(rng.integers(len(options[answer])))], answer
+
+
+def question_group(prompt: str) -> str:
+    """The first two words of the prompt's last line, lowercased ("Where is the key?" → "where is")."""
+    return " ".join(prompt.split("\n")[-1].split()[:2]).lower()
+
+
+def balance_answers(records: list[dict], seed: int) -> tuple[list[dict], dict]:
+    """Even out the answers of every question group; records of other kinds pass through in order.
+
+    Questions (`kind == "qa"`) are grouped by (modalities, `question_group(prompt)`). In a group,
+    answers seen fewer than 2 times are dropped, the group is dropped if fewer than 2 answers remain,
+    and every remaining answer is downsampled (seeded per group, deterministic) to the count of the
+    rarest. Survivors keep their order. Returns (records, report): report["groups"] maps
+    "<modalities>: <group>" to {"before": {answer: n}, "after": {answer: n}}; report["dropped"]
+    lists the groups left with no questions.
+    """
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, r in enumerate(records):
+        if r["kind"] == "qa":
+            groups[f"{'+'.join(r['modalities'])}: {question_group(r['prompt'])}"][r["response"]].append(i)
+    keep = [r["kind"] != "qa" for r in records]
+    report: dict[str, Any] = {"groups": {}, "dropped": []}
+    for name in sorted(groups):
+        by_answer = {a: rows for a, rows in sorted(groups[name].items()) if len(rows) >= 2}
+        if len(by_answer) < 2:
+            by_answer = {}
+            report["dropped"].append(name)
+        n = min((len(rows) for rows in by_answer.values()), default=0)
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        for rows in by_answer.values():
+            for j in rng.choice(len(rows), n, replace=False):
+                keep[rows[j]] = True
+        report["groups"][name] = {"before": {a: len(rows) for a, rows in sorted(groups[name].items())},
+                                  "after": {a: n for a in by_answer}}
+    return [r for r, k in zip(records, keep) if k], report

@@ -20,8 +20,14 @@ captions and questions for the modalities a describer on the wrapper chain talks
                                 uint8 (64,64,3), depth float32 (64,64), proprio float32 (6,),
                                 objects float32 (N,5); plus whatever a wrapper adds
 
+With `balance` (the default) each split's questions then go through `captions.balance_answers`:
+within every (modalities, question group) the answers are downsampled to equal counts (rare answers
+and one-answer groups dropped), so the group-majority baseline scores exactly 1/K on that split.
+Captions and demos are kept as they are.
+
 Written as `<out_dir>/<split>.parquet` with Hugging Face `datasets` (features kept in the Parquet
-metadata) plus `datagen.json` (counts, seeds, sizes, timing). Same arguments → same rows.
+metadata) plus `datagen.json` (counts, seeds, sizes, timing, and under `balance` each split's qa
+counts per group before and after). Same arguments → same rows.
 Load with `load_generated(out_dir)`.
 """
 from __future__ import annotations
@@ -29,15 +35,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import datasets
 import gymnasium as gym
 import numpy as np
 from graft.envs.atomic import write_json_atomic
-from graft.envs.captions import describe, describers
+from graft.envs.captions import balance_answers, describe, describers
 from graft.envs.experts import ExpertFailure, make_expert
 from graft.envs.factory import make_env_factory
 from graft.envs.spec import env_modality_specs
@@ -179,6 +186,7 @@ def generate_dataset(
     demo_modalities: str = "each",
     max_failures: int | None = None,
     progress: bool = True,
+    balance: bool = True,
 ) -> datasets.DatasetDict:
     """Generate, write (if `out_dir`) and return a DatasetDict; see the module docstring.
 
@@ -188,6 +196,7 @@ def generate_dataset(
     Episodes the expert fails are skipped and replaced by fresh seeds (at most `max_failures`, default
     `episodes`, before giving up with ExpertFailure). datagen.json's `samples_per_s` is rows per second
     of simulation, language and Arrow conversion; the Parquet write is `write_seconds`.
+    `balance`: balance each split's answers (module docstring), seeded by (`seed`, split index).
     """
     if episodes < len(splits):
         raise ValueError(f"need at least one episode per split, got episodes={episodes}, "
@@ -198,7 +207,7 @@ def generate_dataset(
     instance = make_env_factory(env)()
     seeds_iter = episode_seeds(seed)
     max_failures = episodes if max_failures is None else max_failures
-    out, report = {}, {"seed": seed, "splits": {}, "skipped": []}
+    out, report = {}, {"seed": seed, "splits": {}, "skipped": [], "balance": {} if balance else None}
     label = getattr(instance.unwrapped, "name", type(instance.unwrapped).__name__)
     started = time.perf_counter()
     try:
@@ -211,7 +220,7 @@ def generate_dataset(
         described = [type(layer).__name__ for layer in describers(instance)] or ["nothing (demos only)"]
         _say(progress, f"datagen {label}: {episodes} expert episodes {dict(counts)}, modalities {mods}, "
                        f"described: {described} ...")
-        for split, n in counts.items():
+        for index, (split, n) in enumerate(counts.items()):
             rows, used = [], []
             while len(used) < n:
                 ep_seed = next(seeds_iter)
@@ -223,6 +232,12 @@ def generate_dataset(
                     report["skipped"].append({"episode_seed": ep_seed, "reason": str(exc)})
                     if len(report["skipped"]) > max_failures:
                         raise ExpertFailure(f"expert failed {len(report['skipped'])} episodes; last: {exc}")
+            if balance:
+                qa_before = sum(r["kind"] == "qa" for r in rows)
+                split_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+                rows, groups = balance_answers(rows, split_seed)
+                report["balance"][split] = {"qa_before": qa_before,
+                                            "qa_after": sum(r["kind"] == "qa" for r in rows), **groups}
             out[split] = datasets.Dataset.from_list(rows, features=features)
             report["splits"][split] = {"episodes": n, "episode_seeds": used, "rows": len(rows)}
         report["env"] = label
@@ -237,9 +252,11 @@ def generate_dataset(
     if out_dir is not None:
         write_generated(dd, out_dir, report)
     kinds = ", ".join(f"{n} {k}" for k, n in report["rows_by_kind"].items())
+    asked = sum(b["qa_before"] for b in report["balance"].values()) if balance else None
     _say(progress, f"datagen {label}: done, {episodes} episodes ({len(report['skipped'])} skipped), "
                    f"{total} rows ({kinds}) in {time.perf_counter() - started:.1f} s"
-                   + (f" -> {out_dir}" if out_dir is not None else ""))
+                   + (f" -> {out_dir}" if out_dir is not None else "")
+                   + (f"; balancing kept {report['rows_by_kind']['qa']} of {asked} qa" if balance else ""))
     return dd
 
 

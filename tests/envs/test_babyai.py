@@ -1,5 +1,9 @@
-"""BabyAI env specifics: grid layout agrees with the rendered view, actions are named, bad levels fail."""
+"""BabyAI env specifics: grid layout agrees with the rendered view, actions are named, bad levels fail,
+and the describer asks grid and rgb exact questions of their own."""
 from __future__ import annotations
+
+import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -77,3 +81,76 @@ def test_level_generation_does_not_print(capsys):
         env.reset(seed=seed)
     assert capsys.readouterr().out == ""
     assert np.array_equal(env.reset(seed=4)[0]["grid"], env.reset(seed=4)[0]["grid"])
+
+
+SPOTS = {"in front of you": (1, 0), "on your left": (0, -1), "on your right": (0, 1),
+         **{f"{w} steps ahead": (k, 0) for k, w in enumerate(("two", "three", "four", "five", "six"), start=2)}}
+
+
+def expected_answer(modality: str, question: str, grid: np.ndarray) -> str:
+    """The answer to one of the describer's questions, read off the grid by this test's own rules."""
+    seen = visible_objects(grid)
+    named = {s.name: s for s in seen}
+    kinds = [s.kind for s in seen]
+    colours = [s.color for s in seen]
+    nearest = min(abs(s.ahead) + abs(s.right) for s in seen) if seen else None
+    closest = [s for s in seen if abs(s.ahead) + abs(s.right) == nearest]
+    forms = {"grid": [
+        (r"Where is the (\w+ \w+)\?", lambda n: " ".join(
+            w for w in ("ahead" if named[n].ahead > 0 else "",
+                        "left" if named[n].right < 0 else "right" if named[n].right > 0 else "") if w)),
+        (r"How far ahead is the (\w+ \w+)\?", lambda n: str(named[n].ahead)),
+        (r"Is there a wall (.+)\?", lambda spot: "yes" if cell_kind(grid, *SPOTS[spot]) == "wall" else "no"),
+        (r"Which object is closest to you\?", lambda: closest[0].kind if len(closest) == 1 else None),
+        (r"How many (key|ball|box|object)e?s can you see\?",
+         lambda k: str(len(seen) if k == "object" else kinds.count(k))),
+    ], "rgb": [
+        (r"What colour is the (key|ball|box|door)\?", lambda k: seen[kinds.index(k)].color if kinds.count(k) == 1 else None),
+        (r"What colour is the closest object\?", lambda: closest[0].color if len(closest) == 1 else None),
+        (r"Is there a (\w+) object\?", lambda c: "yes" if c in colours else "no"),
+        (r"How many (\w+) objects can you see\?", lambda c: str(colours.count(c))),
+        (r"What kind of object is the (\w+) one\?", lambda c: seen[colours.index(c)].kind if colours.count(c) == 1 else None),
+    ]}
+    for pattern, answer in forms[modality]:
+        if (m := re.fullmatch(pattern, question)):
+            return answer(*m.groups())
+    raise AssertionError(f"{modality} question {question!r} is none the test knows")
+
+
+def test_grid_and_rgb_questions_are_exact_and_each_about_its_own_modality():
+    """Every question matches its modality's forms and is answered as the grid says; grid is asked
+    about layout, rgb about colour, at most one question per group; every group occurs."""
+    from graft.envs.experts import BabyAIExpert
+
+    env = BabyAIEnv("BabyAI-GoToLocal-v0")
+    used = {"grid": Counter(), "rgb": Counter()}
+    for seed in range(12):
+        obs, _ = env.reset(seed=seed)
+        expert = BabyAIExpert()
+        expert.reset(env)
+        for _ in range(30):
+            said = env.describe(obs)
+            assert set(said) == {"grid", "rgb"} and said["grid"][0] != said["rgb"][0]
+            for modality, (_, qas) in said.items():
+                groups = [" ".join(q.split()[:2]) for q, _ in qas]
+                assert len(groups) == len(set(groups)), qas
+                for question, answer in qas:
+                    assert answer == expected_answer(modality, question, obs["grid"]), (modality, question)
+                    used[modality][" ".join(question.split()[:2])] += 1
+            obs, _, terminated, truncated, _ = env.step(expert.act())
+            if terminated or truncated:
+                break
+    assert set(used["grid"]) == {"Where is", "How far", "Is there", "Which object", "How many"}, used
+    assert set(used["rgb"]) == {"What colour", "Is there", "How many", "What kind"}, used
+    env.close()
+
+
+def test_captions_name_layout_for_grid_and_colours_for_rgb():
+    env = BabyAIEnv("BabyAI-GoToLocal-v0")
+    obs, _ = env.reset(seed=1)
+    seen = visible_objects(obs["grid"])
+    grid_caption, rgb_caption = env.describe(obs)["grid"][0], env.describe(obs)["rgb"][0]
+    assert seen and all(f"a {s.name}" in rgb_caption for s in seen[:4])
+    assert not any(c in grid_caption for c in {s.color for s in seen}) and "step" in grid_caption
+    assert "step" not in rgb_caption
+    env.close()

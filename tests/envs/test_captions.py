@@ -29,14 +29,17 @@ def test_object_list_gets_exact_captions_and_questions():
             for colour, pos in ((env.target_color, env.target), (env.distractor_color, env.distractor)):
                 assert f"{colour} sphere at x {round(pos[0] * 100)} cm, y {round(pos[1] * 100)} cm" in caption.response.lower()
             for u in said:
-                if u.prompt.endswith("How many objects are there?"):
-                    assert u.response == "2"
-                if "to the left or to the right" in u.prompt:
+                if u.kind == "qa" and " sphere " in u.prompt and "Which" not in u.prompt:
                     colour = u.prompt.split(" the ")[1].split()[0]
                     pos = env.target if colour == env.target_color else env.distractor
-                    assert u.response == ("left" if pos[0] < 0 else "right")
+                    if "to the left of the base" in u.prompt:
+                        assert u.response == ("yes" if pos[0] < 0 else "no")
+                    elif "within 13 cm" in u.prompt:
+                        assert u.response == ("yes" if np.linalg.norm(pos) < 0.13 else "no")
+                    else:
+                        assert u.prompt.endswith("relative to the base?") and u.response in {"front", "back", "left", "right"}
                     seen += 1
-                assert "fingertip" not in u.prompt  # the object list does not show the arm
+                assert "fingertip" not in u.prompt and " arm" not in u.prompt  # the object list does not show the arm
         assert seen > 0
     finally:
         env.close()

@@ -24,7 +24,8 @@ CFG = {"_target_": "graft.envs.babyai.make_babyai_env", "name": "babyai_force",
 
 @pytest.fixture(scope="module")
 def data():
-    return generate_dataset(CFG, None, episodes=3, seed=0, splits={"train": 1.0}, progress=False)["train"]
+    # 3 episodes: every question kept (balancing would drop groups with too few answers)
+    return generate_dataset(CFG, None, episodes=3, seed=0, splits={"train": 1.0}, progress=False, balance=False)["train"]
 
 
 def test_wrapper_sensors_are_modalities_and_the_expert_is_found_through_them():
@@ -77,7 +78,7 @@ def test_force_answers_agree_with_the_stored_force_column(data):
 
 def test_a_sensor_wrapper_leaves_the_envs_own_rows_unchanged(data):
     plain = generate_dataset({k: v for k, v in CFG.items() if k != "wrappers"}, None, episodes=3, seed=0,
-                             splits={"train": 1.0}, progress=False)["train"]
+                             splits={"train": 1.0}, progress=False, balance=False)["train"]
     cols = ["episode_seed", "step", "kind", "modalities", "prompt", "response", "action"]
     own = [r for r in data.select_columns(cols).to_list() if set(r["modalities"]) <= {"grid", "rgb"}]
     assert own == plain.select_columns(cols).to_list()
