@@ -1,6 +1,8 @@
-"""Vectorised rollouts of a batched policy, with success statistics written to rollout.json.
+"""Vectorised rollouts of a batched policy on listed episode seeds, with success statistics written
+to rollout.json.
 
-    rollout(env, policy, episodes, num_envs, seed, out_dir) -> summary dict
+    rollout(env, policy, episodes, num_envs, seed, out_dir, seeds=...) -> summary dict
+    heldout_seeds(n, base, exclude) -> n distinct seeds from `base` up, none of them in `exclude`
 
 `env`: anything `make_env_factory` takes (graft.envs.factory; re-exported here with
 `load_env_config`). `policy(obs_batch, infos) -> actions` is called once per step for all sub-envs:
@@ -10,10 +12,14 @@ missions a tuple of str), `infos` its batched info dict. A policy may also have
     reset(env_ids)   called with the sub-envs whose episode starts now (all of them first)
     wrap_env(env)    a picklable callable applied to every sub-env when it is built
 
-Sub-envs autoreset in SAME_STEP mode: the step that ends an episode already returns the next
-episode's first observation (the last one is in infos["final_obs"], its info in
-infos["final_info"]). Every action is validated against the action space first (ActionError).
-Episodes are split evenly over the sub-envs, so short episodes are not favoured.
+Every episode is explicitly seeded: episode k is reset with `seeds[k]`, or with `seed + k` when no
+`seeds` are given, so policies run on the same seeds see the same starting states, however many
+sub-envs there are. Autoreset is off: episodes go to the sub-envs in order as they free up, and a
+finished sub-env is reset with its next episode's seed (`reset_mask`). Once no episodes are left, a
+sub-env that finishes runs unseeded filler episodes, not recorded, until the others are done. The
+episodes are fixed by their seeds, so short ones are not favoured. The summary lists the seeds
+under `seeds`; its `records` hold one entry per episode, sorted by episode, with its seed, sub-env
+and success. Every action is validated against the action space first (ActionError).
 
 `make_policy("expert" | "random", env)` builds the two reference policies; the expert runs inside
 each sub-env (experts.ExpertInfo). `vector="async"` spawns workers without shared memory, because
@@ -22,10 +28,12 @@ missions are text and a GL context must not be forked.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,8 +42,8 @@ from graft.envs.atomic import write_json_atomic
 from graft.envs.factory import EnvFactory, env_config_dir, load_env_config, make_env_factory
 from tqdm.auto import tqdm
 
-__all__ = ["EnvFactory", "env_config_dir", "load_env_config", "make_env_factory", "make_policy",
-           "make_vector_env", "rollout", "ExpertPolicy", "RandomPolicy"]
+__all__ = ["EnvFactory", "ExpertPolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
+           "make_env_factory", "make_policy", "make_vector_env", "rollout"]
 
 
 def _wrapped(factory: EnvFactory, wrapper: Callable[[gym.Env], gym.Env]) -> gym.Env:
@@ -88,76 +96,99 @@ def make_policy(name: str, env: Any = None, seed: int = 0, **kwargs):
                      "(a trained 'checkpoint' policy comes from graft.agent)")
 
 
-def make_vector_env(factory: EnvFactory, num_envs: int, vector: str = "sync") -> gym.vector.VectorEnv:
+def make_vector_env(factory: EnvFactory, num_envs: int, vector: str = "sync",
+                    autoreset: gym.vector.AutoresetMode = gym.vector.AutoresetMode.SAME_STEP) -> gym.vector.VectorEnv:
     fns = [factory] * num_envs
-    mode = gym.vector.AutoresetMode.SAME_STEP
     if vector == "sync":
-        return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset)
     if vector == "async":
-        return gym.vector.AsyncVectorEnv(fns, shared_memory=False, context="spawn", autoreset_mode=mode)
+        return gym.vector.AsyncVectorEnv(fns, shared_memory=False, context="spawn", autoreset_mode=autoreset)
     raise ValueError(f"vector must be 'sync' or 'async', got {vector!r}")
+
+
+def heldout_seeds(n: int, base: int, exclude: Collection[int] = ()) -> list[int]:
+    """`n` distinct seeds counting up from `base`, skipping those in `exclude` (e.g. the episode seeds a
+    dataset was generated from: datagen.json's splits[*].episode_seeds and skipped)."""
+    if n < 0:
+        raise ValueError(f"need n >= 0 seeds, got {n}")
+    excluded = {int(s) for s in exclude}
+    return list(itertools.islice((s for s in itertools.count(base) if s not in excluded), n))
+
+
+def _seed_list(episodes: int | None, seed: int, seeds: Sequence[int] | None) -> list[int]:
+    """The reset seed of every episode: `seeds` as given, else seed, seed + 1, ... (`episodes`, default 10)."""
+    if seeds is None:
+        return [seed + k for k in range(10 if episodes is None else episodes)]
+    seeds = [int(s) for s in seeds]
+    if episodes is not None and episodes != len(seeds):
+        raise ValueError(f"episodes={episodes} but {len(seeds)} seeds were given: one episode runs per seed, "
+                         "so pass seeds alone or a matching episodes")
+    return seeds
 
 
 def rollout(
     env: Any,
     policy: Callable[[dict, dict], Any],
-    episodes: int = 10,
+    episodes: int | None = None,
     num_envs: int = 2,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
     vector: str = "sync",
     frames: int = 16,
+    seeds: Sequence[int] | None = None,
 ) -> dict:
-    """Run `episodes` episodes on `num_envs` sub-envs; return (and write) the summary."""
+    """One episode per seed in `seeds`, else `episodes` (default 10) episodes seeded seed, seed + 1, ...,
+    on `num_envs` sub-envs; return (and write) the summary."""
+    seeds = _seed_list(episodes, seed, seeds)
+    episodes = len(seeds)
     if episodes < 1 or num_envs < 1:
         raise ValueError(f"need episodes >= 1 and num_envs >= 1, got {episodes}, {num_envs}")
     num_envs = min(num_envs, episodes)
     factory = make_env_factory(env)
     if getattr(policy, "wrap_env", None) is not None:
         factory = functools.partial(_wrapped, factory, policy.wrap_env)
-    venv = make_vector_env(factory, num_envs, vector)
-    quota = [episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)]
-    finished = np.zeros(num_envs, dtype=int)
+    venv = make_vector_env(factory, num_envs, vector, autoreset=gym.vector.AutoresetMode.DISABLED)
+    running = np.arange(num_envs)  # episode index on each sub-env; -1: a filler episode
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=int)
-    records, frames_seen = [], []  # frames_seen: rgb (H, W, 3) of sub-env 0's first episode
+    records, frames_seen = [], []  # frames_seen: rgb (H, W, 3) of episode 0, on sub-env 0
     started, steps = time.perf_counter(), 0
     bar = tqdm(total=episodes, disable=not progress, desc="rollout", unit="ep")
     try:
-        obs, infos = venv.reset(seed=[seed + i for i in range(num_envs)])
+        obs, infos = venv.reset(seed=seeds[:num_envs])
         collecting = frames > 0 and "rgb" in obs
         if collecting:
             frames_seen.append(np.array(obs["rgb"][0]))
         if hasattr(policy, "reset"):
             policy.reset(np.arange(num_envs))
-        while np.any(finished < quota):
+        upcoming = num_envs
+        while len(records) < episodes:
             actions = validate_actions(venv.single_action_space, policy(obs, infos), num_envs)
             obs, reward, terminated, truncated, infos = venv.step(actions)
             steps += num_envs
             returns += reward
             lengths += 1
-            ended = np.flatnonzero(terminated | truncated)
+            ended = terminated | truncated
             if collecting:
-                # copy: SyncVectorEnv writes every step into the same batch buffer
-                frames_seen.append(np.array(infos["final_obs"][0]["rgb"] if 0 in ended else obs["rgb"][0]))
-                collecting = 0 not in ended
-            for i in ended:
-                final = {k: v[i] for k, v in infos.get("final_info", {}).items() if not k.startswith("_")}
-                if finished[i] < quota[i]:
-                    record = {
-                        "env_index": int(i), "episode": int(finished[i]),
-                        "seed": seed + int(i) if finished[i] == 0 else None,
-                        "return": float(returns[i]), "length": int(lengths[i]),
-                        "success": bool(final.get("is_success", False)),
-                    }
-                    if "expert_failed" in final:
-                        record["expert_failed"] = bool(final["expert_failed"])
-                    records.append(record)
+                frames_seen.append(np.array(obs["rgb"][0]))
+                collecting = not ended[0]
+            for i in np.flatnonzero(ended):
+                if running[i] >= 0:
+                    records.append(_record(int(running[i]), seeds[running[i]], int(i), returns[i], lengths[i], infos))
                     bar.update(1)
-                finished[i] += 1
                 returns[i], lengths[i] = 0.0, 0
-            if len(ended) and hasattr(policy, "reset"):
-                policy.reset(ended)
+            if not ended.any() or len(records) == episodes:
+                continue
+            reset_seeds: list[int | None] = [None] * num_envs
+            for i in np.flatnonzero(ended):
+                running[i] = upcoming if upcoming < episodes else -1
+                if running[i] >= 0:
+                    reset_seeds[i] = seeds[upcoming]
+                    upcoming += 1
+            obs, reset_infos = venv.reset(seed=reset_seeds, options={"reset_mask": ended})
+            infos = _merge_infos(infos, reset_infos, ended)
+            if hasattr(policy, "reset"):
+                policy.reset(np.flatnonzero(ended))
     finally:
         bar.close()
         venv.close()
@@ -169,7 +200,7 @@ def rollout(
         "mean_return": float(np.mean([r["return"] for r in records])),
         "mean_length": float(np.mean([r["length"] for r in records])),
         "env_steps": steps, "seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 1),
-        "records": sorted(records, key=lambda r: (r["env_index"], r["episode"])),
+        "seeds": seeds, "records": sorted(records, key=lambda r: r["episode"]),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -181,6 +212,40 @@ def rollout(
             summary["frames_png"] = "episode0.png"
         write_json_atomic(out_dir / "rollout.json", summary)
     return summary
+
+
+def _record(episode: int, seed: int, env_index: int, total: float, length: int, infos: dict) -> dict:
+    """One finished episode, from the batched infos of the step that ended it on sub-env `env_index`."""
+    record = {"episode": episode, "seed": seed, "env_index": env_index, "return": float(total),
+              "length": int(length), "success": bool(_info(infos, "is_success", env_index))}
+    if _info(infos, "expert_failed", env_index) is not None:
+        record["expert_failed"] = bool(_info(infos, "expert_failed", env_index))
+    return record
+
+
+def _info(infos: dict, key: str, i: int) -> Any:
+    """Sub-env i's `key` in batched infos; None where it has none."""
+    return infos[key][i] if key in infos and infos[f"_{key}"][i] else None
+
+
+def _merge_infos(stepped: dict, reset: dict, mask: np.ndarray) -> dict:
+    """Batched infos after a masked reset: `reset`'s for the sub-envs in `mask`, `stepped`'s for the rest.
+    Each key `k` comes with its mask `_k` (which sub-envs have it), nested dicts too."""
+    merged = {}
+    for key in dict.fromkeys(k for infos in (stepped, reset) for k in infos if f"_{k}" in infos):
+        if isinstance(stepped.get(key, reset.get(key)), dict):
+            value = _merge_infos(stepped.get(key, {}), reset.get(key, {}), mask)
+        elif key not in reset:
+            value = stepped[key]
+        elif key not in stepped:
+            value = reset[key]
+        else:
+            value = stepped[key].copy()
+            value[mask] = reset[key][mask]
+        has = np.zeros_like(mask)
+        merged[key] = value
+        merged[f"_{key}"] = stepped.get(f"_{key}", has) & ~mask | reset.get(f"_{key}", has)
+    return merged
 
 
 def _strip(frames: list[np.ndarray], limit: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Vectorised rollouts: expert and random policies, autoreset bookkeeping, rollout.json on disk."""
+"""Vectorised rollouts: expert and random policies, per-episode seeds, reset bookkeeping, rollout.json on disk."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 from graft.envs.actions import ActionError
 from graft.envs.babyai import BabyAIEnv
 from graft.envs.experts import BabyAIExpert
-from graft.envs.rollout import load_env_config, make_policy, rollout
+from graft.envs.rollout import heldout_seeds, load_env_config, make_env_factory, make_policy, rollout
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -19,7 +19,9 @@ def test_expert_rollout_on_two_vector_envs_writes_rollout_json(tmp_path):
     written = json.loads((tmp_path / "rollout.json").read_text())
     assert written == summary
     assert written["success_rate"] == 1.0 and written["episodes"] == 5
-    assert [r["env_index"] for r in written["records"]] == [0, 0, 0, 1, 1]
+    assert written["seeds"] == [0, 1, 2, 3, 4]  # no seeds given: episode k uses seed + k
+    assert [(r["episode"], r["seed"]) for r in written["records"]] == [(k, k) for k in range(5)]
+    assert {r["env_index"] for r in written["records"]} == {0, 1}
     assert written["mean_length"] == np.mean([r["length"] for r in written["records"]])
     assert not any(r["expert_failed"] for r in written["records"])
     strip = np.asarray(Image.open(tmp_path / "episode0.png"))
@@ -27,12 +29,13 @@ def test_expert_rollout_on_two_vector_envs_writes_rollout_json(tmp_path):
 
 
 def test_episode_bookkeeping_matches_a_plain_single_env_run():
-    """Sub-env i starts with seed + i; its first episode must look exactly like a plain run."""
+    """Episode k is reset with seed + k on whichever sub-env is free; it must look exactly like a plain run."""
     summary = rollout("babyai_putnext", make_policy("expert"), episodes=4, num_envs=2, seed=10,
                       progress=False)
-    for index in (0, 1):
+    assert [r["episode"] for r in summary["records"]] == [0, 1, 2, 3]
+    for record in summary["records"]:
         env = BabyAIEnv("BabyAI-PutNextLocal-v0")
-        env.reset(seed=10 + index)
+        env.reset(seed=10 + record["episode"])
         expert, total, steps = BabyAIExpert(), 0.0, 0
         expert.reset(env)
         while True:
@@ -40,8 +43,69 @@ def test_episode_bookkeeping_matches_a_plain_single_env_run():
             total, steps = total + reward, steps + 1
             if terminated or truncated:
                 break
-        first = next(r for r in summary["records"] if r["env_index"] == index and r["episode"] == 0)
-        assert first["length"] == steps and first["return"] == pytest.approx(total)
+        assert record["seed"] == 10 + record["episode"]
+        assert record["length"] == steps and record["return"] == pytest.approx(total)
+
+
+class StartRecorder:
+    """Wraps a policy and keeps the first observation of every episode, in the order episodes start."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+        self.wrap_env = getattr(inner, "wrap_env", None)
+        self.starts, self.fresh = [], []
+
+    def reset(self, env_ids):
+        self.fresh = [int(i) for i in env_ids]
+
+    def __call__(self, obs, infos):
+        self.starts += [{k: np.array(v[i]) for k, v in obs.items()} for i in self.fresh]
+        self.fresh = []
+        return self.inner(obs, infos)
+
+
+def same_obs(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], np.asarray(b[k])) for k in a)
+
+
+@pytest.mark.parametrize("name", ["babyai_goto", "mujoco_reach"])
+def test_the_same_seeds_give_every_policy_the_same_episodes(name):
+    cfg = load_env_config(name)
+    seeds = heldout_seeds(7 if name == "babyai_goto" else 3, 500, exclude={501})
+    runs = {}
+    for policy, num_envs in (("random", 3), ("expert", 2)):
+        recorder = StartRecorder(make_policy(policy, cfg, seed=1))
+        summary = rollout(cfg, recorder, seeds=seeds, num_envs=num_envs, progress=False, frames=0)
+        assert summary["seeds"] == seeds and [r["seed"] for r in summary["records"]] == seeds
+        runs[policy] = recorder.starts[:len(seeds)]  # later starts are unrecorded filler episodes
+    env = make_env_factory(cfg)()
+    for k, s in enumerate(seeds):
+        plain, _ = env.reset(seed=s)
+        assert same_obs(runs["random"][k], plain) and same_obs(runs["expert"][k], plain), f"episode {k}, seed {s}"
+    env.close()
+
+
+def test_episode_outcomes_depend_only_on_their_seed_not_on_the_sub_env_count():
+    cfg = {**load_env_config("babyai_goto"), "max_steps": 5}  # the expert runs out of steps on some seeds
+    seeds = [9, 3, 27, 3, 14, 8, 30, 1]
+    outcomes = [[(r["seed"], r["success"], r["length"]) for r in rollout(
+        cfg, make_policy("expert"), seeds=seeds, num_envs=n, progress=False, frames=0)["records"]] for n in (1, 3)]
+    assert outcomes[0] == outcomes[1]
+    assert len({success for _, success, _ in outcomes[0]}) == 2
+
+
+def test_seeds_and_episodes_must_agree():
+    summary = rollout("babyai_goto", make_policy("expert"), episodes=2, seeds=[4, 5], progress=False, frames=0)
+    assert summary["episodes"] == 2 and summary["seeds"] == [4, 5]
+    with pytest.raises(ValueError, match="episodes=3 but 2 seeds"):
+        rollout("babyai_goto", make_policy("expert"), episodes=3, seeds=[4, 5], progress=False)
+
+
+def test_heldout_seeds_are_distinct_and_skip_excluded_ones():
+    assert heldout_seeds(5, 10, exclude=[11, 13, 99]) == [10, 12, 14, 15, 16]
+    assert heldout_seeds(3, 0) == [0, 1, 2] and heldout_seeds(0, 7) == []
+    seeds = heldout_seeds(100, 1000, exclude=range(1000, 1050))
+    assert len(set(seeds)) == 100 and min(seeds) == 1050
 
 
 def test_reach_expert_beats_random(tmp_path):
@@ -71,7 +135,8 @@ def test_policy_reset_hook_sees_every_episode_start():
                             "level": "BabyAI-PickupLoc-v0", "max_steps": 6})
     summary = rollout(cfg, policy, episodes=6, num_envs=3, progress=False)
     assert summary["mean_length"] == 6.0 and summary["policy"] == "counting"
-    assert policy.resets[:3] == [0, 1, 2] and len(policy.resets) == 3 + 6
+    assert summary["episodes"] == 6
+    assert policy.resets == [0, 1, 2, 0, 1, 2]  # no autoreset after the last episodes
 
 
 def test_bad_actions_and_names_are_clear_errors():
@@ -82,8 +147,8 @@ def test_bad_actions_and_names_are_clear_errors():
 
 
 def test_async_vector_env_with_expert_in_workers():
-    summary = rollout("babyai_goto", make_policy("expert"), episodes=2, num_envs=2, seed=0,
+    summary = rollout("babyai_goto", make_policy("expert"), episodes=3, num_envs=2, seed=0,
                       vector="async", progress=False)
-    sync = rollout("babyai_goto", make_policy("expert"), episodes=2, num_envs=2, seed=0, progress=False)
+    sync = rollout("babyai_goto", make_policy("expert"), episodes=3, num_envs=2, seed=0, progress=False)
     assert summary["success_rate"] == 1.0
-    assert [r["length"] for r in summary["records"]] == [r["length"] for r in sync["records"]]
+    assert [(r["seed"], r["length"]) for r in summary["records"]] == [(r["seed"], r["length"]) for r in sync["records"]]
