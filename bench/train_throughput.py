@@ -62,7 +62,7 @@ def setup(backbone: str, out: Path, episodes: int = 12):
     def memory_factory(path: Path):
         return ReplayMemory("reservoir", max_size=int(stage.replay_size), store_path=path, seed=0)
 
-    run = MethodRun(cfg, "graft", None, [stage], text, [0.0], out, env_cfg, None, memory_factory)
+    run = MethodRun(cfg, "graft", None, [stage], text, [{"blind": 0.0}], out, env_cfg, None, memory_factory)
     stage.graft_seeded(run.mm, cfg, None)
     run.memory.add("text", text["train"][: int(stage.replay_size)])  # an earlier stage's samples to replay
     for plugin in run.plugins:

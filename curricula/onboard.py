@@ -1,5 +1,7 @@
 """`graft onboard`: the main job. Graft a curriculum's modalities one stage at a time with several
 methods, evaluate after every stage, and write report.json, report.md, plots and TensorBoard logs.
+With `seeds=[0,1,2]` the whole comparison runs once per seed (folders seed<k>/, each a full run)
+and the top-level report summarises them (curricula/seeds.py).
 
 The env is the `env` config group (`env=babyai_pickup`, `env.level=BabyAI-GoToObj-v0`, a user's
 option on `hydra.searchpath`, or an inline `'~env' '+env={_target_: ...}'`); a curriculum picks its
@@ -8,7 +10,9 @@ default (`override /env@_global_.env: mujoco_reach`).
 Run folder (default runs/onboard/<curriculum>-<env>-<time>):
     config.yaml              the composed config (what `resume=` reads back)
     data/<curriculum>/       generated env data (Parquet), reused on resume
-    baseline.json            untrained scores per stage (FWT's reference)
+    baseline.json            per stage: blind untrained score (FWT's reference), chance, group majority
+    success_baselines.json   random-policy and expert success cells on the held-out rollout seeds
+    text_probes.json         the base model's text probes (and, pretrained, the self-distilled text mix)
     <method>/checkpoint/     the method's latest training checkpoint; <method>/replay.sqlite its memory
     <method>/agent/          the trained agent (save_mmllm): `graft serve checkpoint=` / `graft rollout policy=`;
                              output stages' generators under agent/generators/<name>/ (load_generators)
@@ -43,15 +47,80 @@ def selected_methods(cfg) -> list[str]:
     return names
 
 
-def baseline_scores(cfg, stages, out: Path) -> list[float]:
-    """Score of an untrained agent on each stage (only that stage grafted), cached in the run."""
+def stage_baselines(cfg, stages, out: Path) -> list[dict]:
+    """What each stage's score must beat (blind untrained agent, chance, majority), cached in the run."""
     path = out / "baseline.json"
     if path.exists():
-        return json.loads(path.read_text())["scores"]
-    print(f"untrained baselines for {len(stages)} stage(s)", flush=True)
-    scores = [stage.baseline(cfg, stages) for stage in stages]
-    write_json_atomic(path, {"scores": scores, "stages": [s.name for s in stages]})
-    return scores
+        return json.loads(path.read_text())["stages"]
+    print(f"baselines for {len(stages)} stage(s): blind untrained agent, chance, group majority", flush=True)
+    found = [{"stage": stage.name, **stage.baselines(cfg, stages)} for stage in stages]
+    write_json_atomic(path, {"stages": found})
+    return found
+
+
+def rollout_plan(cfg, stages) -> int:
+    """Episodes per success cell: the most any stage rolls out (each takes a prefix of one seed list)."""
+    default = int(cfg.curriculum.eval.get("rollout_episodes") or 0)
+    return max([default] + [int((s.spec.get("rollout") or {}).get("episodes", 0)) for s in stages])
+
+
+def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -> dict:
+    """Random-policy and expert success cells, per stage that acts, on the stages' rollout seeds."""
+    path = out / "success_baselines.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from graft.curricula.evaluate import summary_cell
+    from graft.envs.rollout import make_policy, rollout
+
+    default = int(cfg.curriculum.eval.get("rollout_episodes") or 0)
+    num_envs = int(cfg.curriculum.eval.get("num_envs", 4))
+    cells: dict[str, dict[int, dict]] = {"random": {}, "expert": {}}
+    found = {"random": [], "expert": []}
+    for stage in stages:
+        episodes = int((stage.spec.get("rollout") or {}).get("episodes", default)) if stage.acts else 0
+        for name in found:
+            if episodes and episodes not in cells[name]:
+                print(f"{name} policy: {episodes} episodes on the held-out rollout seeds", flush=True)
+                policy = make_policy(name, env_cfg, seed=int(cfg.seed))
+                cells[name][episodes] = summary_cell(rollout(env_cfg, policy, seeds=seeds[:episodes],
+                                                             num_envs=num_envs, progress=False, frames=0))
+            found[name].append(cells[name].get(episodes))
+    write_json_atomic(path, found)
+    return found
+
+
+def text_probes(cfg, stages, text: dict, out: Path):
+    """The run's text probes (curricula/retention.py), with the base model measured before any graft;
+    for a pretrained backbone also the self-distilled text mix, generated once and cached."""
+    from graft.curricula.retention import TextProbes
+    from graft.curricula.stages import TextStage, fresh_agent
+
+    pretrained = cfg.backbone.source != "tiny"
+    if not pretrained and any(isinstance(s, TextStage) for s in stages):
+        return None
+    cache = out / "text_probes.json"
+    if pretrained:
+        probes = TextProbes("language")
+    else:
+        probes = TextProbes("templates", {"val": text["val"], "test": text["test"]})
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        probes.before, probes.base_vocab = saved["before"], saved.get("base_vocab")
+        if pretrained:
+            text["train"] = saved["text_mix"]
+        return probes
+    mm = fresh_agent(cfg)
+    print(f"text probes of the model before grafting: {probes.label}", flush=True)
+    saved = {}
+    if pretrained:
+        from graft.curricula.language_probes import base_vocab_size, distill_prompts, self_distilled_records
+
+        probes.base_vocab = base_vocab_size(mm)
+        print("self-distilled text mix: the base model's own answers to a separate prompt set", flush=True)
+        text["train"] = saved["text_mix"] = self_distilled_records(mm, distill_prompts())
+    probes.measure_before(mm)
+    write_json_atomic(cache, {**saved, "before": probes.before, "base_vocab": probes.base_vocab, "label": probes.label})
+    return probes
 
 
 def versions() -> dict[str, str]:
@@ -77,6 +146,8 @@ def load_resumed(cfg):
 
 
 def onboard(cfg) -> dict:
+    """One run per seed of `seeds` (data, init and batches all follow it), then their summary; a
+    single run when `seeds` is empty."""
     configure_threads(cfg.get("threads", "auto"))
     if cfg.get("resume"):
         cfg, out = load_resumed(cfg)
@@ -84,6 +155,25 @@ def onboard(cfg) -> dict:
         env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
         out = make_run_dir(cfg, "onboard", f"{cfg.curriculum.name}-{env_label(env_cfg)}")
         write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    seeds = [int(s) for s in (cfg.get("seeds") or [])]
+    if not seeds:
+        return onboard_seed(cfg, out)
+    reports = {}
+    for seed in seeds:
+        one = cfg.copy()
+        one.seed, one.seeds, one.curriculum.data.seed = seed, None, seed
+        if one.curriculum.get("expert") is not None:
+            one.curriculum.expert.seed = seed
+        reports[seed] = onboard_seed(one, out / f"seed{seed}")
+    from graft.curricula.seeds import combine
+
+    report = combine(reports, str(cfg.curriculum.name))
+    write_report_files(out, report)
+    report["run_dir"] = str(out)
+    return report
+
+
+def onboard_seed(cfg, out: Path) -> dict:
     from graft.memory import import_avalanche
 
     import_avalanche()  # before the process group exists: avalanche builds loggers at import time and
@@ -93,14 +183,21 @@ def onboard(cfg) -> dict:
         out = out / f"rank{rank}"
     started, started_at = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S")
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    print(f"graft onboard: curriculum {cfg.curriculum.name} on {env_label(env_cfg)} -> {out}", flush=True)
-    skip_text = cfg.backbone.source != "tiny" and cfg.curriculum.skip_text_for_pretrained
-    stages, text = build_stages(cfg, env_cfg, out, skip_text=skip_text)
-    benchmark = stream(stages)
+    print(f"graft onboard: curriculum {cfg.curriculum.name} on {env_label(env_cfg)}, seed {cfg.seed} -> {out}",
+          flush=True)
     env = make_env_factory(env_cfg)()
     action_names = getattr(env.unwrapped, "action_names", None)
     env.close()
-    baseline = baseline_scores(cfg, stages, out)
+    skip_text = cfg.backbone.source != "tiny" and cfg.curriculum.skip_text_for_pretrained
+    stages, text = build_stages(cfg, env_cfg, out, skip_text=skip_text, action_names=action_names)
+    benchmark = stream(stages)
+    baselines = stage_baselines(cfg, stages, out)
+    from graft.envs.rollout import heldout_seeds
+
+    # held-out rollout seeds: datagen and expert episodes draw theirs below 2**31, these start above it
+    seeds = heldout_seeds(rollout_plan(cfg, stages), base=2**31 + 100_000 * int(cfg.seed))
+    success = success_baselines(env_cfg, stages, seeds, cfg, out)
+    probes = text_probes(cfg, stages, text, out)
     writer = None
     if cfg.get("tensorboard") and rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -117,8 +214,8 @@ def onboard(cfg) -> dict:
     results = {}
     for name in selected_methods(cfg):
         torch.manual_seed(int(cfg.seed))
-        run = MethodRun(cfg, name, benchmark, stages, text, baseline, out / name, env_cfg, action_names,
-                        memory_factory, writer)
+        run = MethodRun(cfg, name, benchmark, stages, text, baselines, out / name, env_cfg, action_names,
+                        memory_factory, writer, rollout_seeds=seeds, probes=probes)
         results[name] = run.run()
         if run.memory is not None:
             run.memory.close()
@@ -129,11 +226,21 @@ def onboard(cfg) -> dict:
         "seeds": {"seed": int(cfg.seed), "data": int(cfg.curriculum.data.seed)}, "versions": versions(),
         "stages": [s.name for s in stages], "started": started_at,
         "seconds": round(time.perf_counter() - started, 1),
+        "baselines": {"stages": {b["stage"]: {k: v for k, v in b.items() if k != "stage"} for b in baselines},
+                      "success": success, "rollout_seeds": {"first": seeds[0] if seeds else None, "count": len(seeds)}},
+        "text": {"probes": probes.label if probes else "the text stage's column of R (template tasks)",
+                 "test_seen_in_training": sum(bool(r.get("seen")) for r in text["test"]), "test_items": len(text["test"])},
         "methods": results,
     }
+    if probes is not None:
+        report["baselines"]["text_probes"] = {**probes.before.get("test", {}), "chance": probes.chance}
     if rank == 0:
-        from graft.curricula.report import write_report
-
-        write_report(out, report)
+        write_report_files(out, report)
     report["run_dir"] = str(out)
     return report
+
+
+def write_report_files(out: Path, report: dict) -> None:
+    from graft.curricula.report import write_report
+
+    write_report(out, report)

@@ -1,7 +1,10 @@
 """One method's run through a curriculum: graft → train → evaluate → gate → remember, per stage.
 
-`MethodRun(cfg, name, benchmark, stages, text, baseline, out, env_cfg, action_names, memory_factory)
-.run()` returns the method's results (the `report.json` entry). The loop is the avalanche shape — a
+`MethodRun(cfg, name, benchmark, stages, text, baselines, out, env_cfg, action_names, memory_factory,
+writer, rollout_seeds, probes).run()` returns the method's results (the `report.json` entry): the
+full accuracy matrix R (cells above the diagonal scored blind), the same cells with observations
+shuffled, next-action imitation, success cells on the held-out rollout seeds, the validation
+matrix the gate decides on, and the text probes (curricula/retention.py) after every stage. The loop is the avalanche shape — a
 strategy walking a stream of experiences, with plugins for replay, text mixing, EWC and LwF
 (curricula/plugins.py) — over an MM-LLM instead of a classifier. Every stage kind (curricula/stages)
 trains through the same engine (curricula/engine.py); the generators of output stages live in
@@ -23,17 +26,18 @@ from graft.agent.build import save_mmllm
 from graft.agent.training import trainable_report
 from graft.curricula import checkpoint as ckpt
 from graft.curricula import engine
-from graft.curricula.evaluate import accuracy, mean_or_none
-from graft.curricula.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
+from graft.curricula.metrics import average_accuracy, backward_transfer, drop_limit, forgetting, forward_transfer, rate
 from graft.curricula.plugins import build_plugins
-from graft.curricula.stages import Stage, TextLossStage, TextStage, fresh_agent, union_stage
+from graft.curricula.stages import Stage, TextLossStage, fresh_agent, union_stage
 
 
 class MethodRun:
-    def __init__(self, cfg, name: str, benchmark, stages: Sequence[Stage], text: dict, baseline: list, out: Path,
-                 env_cfg: dict, action_names: Sequence[str] | None, memory_factory, writer=None):
+    def __init__(self, cfg, name: str, benchmark, stages: Sequence[Stage], text: dict, baselines: list[dict], out: Path,
+                 env_cfg: dict, action_names: Sequence[str] | None, memory_factory, writer=None,
+                 rollout_seeds: Sequence[int] = (), probes=None):
         self.cfg, self.name, self.stages, self.text, self.out = cfg, name, list(stages), text, out
         self.benchmark, self.env_cfg, self.action_names, self.writer = benchmark, env_cfg, action_names, writer
+        self.rollout_seeds, self.probes = list(rollout_seeds), probes  # probes: curricula/retention.TextProbes
         out.mkdir(parents=True, exist_ok=True)
         self.method = cfg.methods[name]
         self.seed = int(cfg.seed)
@@ -46,9 +50,10 @@ class MethodRun:
         # padding-free packing (bench/train_throughput.py turns it off); not with plugins that read all logits
         self.fast_text_loss = bool(cfg.get("packing", True)) and not any(p.needs_logits for p in self.plugins)
         self.results: dict[str, Any] = {
-            "stages": [s.name for s in stages], "acc_matrix": [], "pre_scores": [], "baseline": list(baseline),
-            "text_scores": [], "text_before": None, "success_matrix": [], "gate": [], "loss_curves": {},
-            "trainable_params": {}, "notes": [], "seconds": 0.0, "outputs": {},
+            "stages": [s.name for s in stages], "acc_matrix": [], "shuffled_matrix": [], "imitation_matrix": [],
+            "success_matrix": [], "val_matrix": [], "pre_scores": [None] * len(stages),
+            "baseline": [b.get("blind") for b in baselines], "text_probes": {}, "text_probes_val": {},
+            "gate": [], "loss_curves": {}, "trainable_params": {}, "notes": [], "seconds": 0.0, "outputs": {},
         }
         self.optimizer: torch.optim.Optimizer | None = None
         self.resume_optimizer: dict | None = None
@@ -98,32 +103,42 @@ class MethodRun:
 
     # ---- the curriculum ---------------------------------------------------------------------------
     def evaluate(self, upto: int) -> dict:
-        """Scores after training stage `upto`: every seen stage, the text set, success per stage."""
-        self.log(f"evaluating {upto + 1} stage(s) and the text set")
+        """Scores after training stage `upto`: every seen stage (with its controls and rollouts),
+        every later stage blind, the validation split and the text probes."""
+        self.log(f"evaluating {upto + 1} stage(s) (+ {len(self.stages) - upto - 1} blind), val split and text probes")
         rows = [s.evaluate(self) for s in self.stages[: upto + 1]]
-        return {"acc": [r["score"] for r in rows], "success": [r["success"] for r in rows],
-                "text": accuracy(self.mm, self.text["test"]), "rows": rows,
+        later = [s.evaluate_blind(self) for s in self.stages[upto + 1:]]
+        probes = ({split: self.probes.measure(self.mm, split) for split in ("val", "test")}
+                  if self.probes is not None else {})
+        return {"acc": [r["score"] for r in rows] + later, "rows": rows, "probes": probes,
+                "shuffled": [r.get("shuffled") for r in rows], "imitation": [r.get("imitation") for r in rows],
+                "success": [r["success"] for r in rows], "val": [s.evaluate_val(self) for s in self.stages[: upto + 1]],
                 "outputs": {s.name: r["metrics"] for s, r in zip(self.stages, rows) if r["metrics"]}}
 
     def record(self, i: int, row: dict) -> None:
-        T = len(self.stages)
+        T, r = len(self.stages), self.results
         for name, metrics in row.get("outputs", {}).items():
-            self.results["outputs"].setdefault(name, {}).setdefault("after", {})[self.stages[i].name] = metrics
-        self.results["acc_matrix"] = self.results["acc_matrix"][:i] + [row["acc"] + [None] * (T - i - 1)]
-        self.results["success_matrix"] = self.results["success_matrix"][:i] + [row["success"] + [None] * (T - i - 1)]
-        self.results["text_scores"] = self.results["text_scores"][:i] + [row["text"]]
-        for stage, r in zip(self.stages, row.get("rows", [])):  # say why a success cell stays empty
-            if r.get("unscored"):
-                self.results.setdefault("unscored_success", {})[stage.name] = r["unscored"]
-        scores = ", ".join(f"{s.name} {v:.3f}" for s, v in zip(self.stages, row["acc"]))
-        self.log(f"after {self.stages[i].name}: {scores}; text-only test set {row['text']:.3f}")
+            r["outputs"].setdefault(name, {}).setdefault("after", {})[self.stages[i].name] = metrics
+        r["acc_matrix"] = r["acc_matrix"][:i] + [row["acc"]]
+        for key, values in (("shuffled_matrix", "shuffled"), ("imitation_matrix", "imitation"),
+                            ("success_matrix", "success"), ("val_matrix", "val")):
+            r[key] = r[key][:i] + [row[values] + [None] * (T - i - 1)]
+        for split, key in (("test", "text_probes"), ("val", "text_probes_val")):
+            for probe, value in (row["probes"].get(split) or {}).items():
+                r[key][probe] = (r[key].get(probe) or [None] * T)[:i] + [value] + [None] * (T - i - 1)
+        for stage, cell in zip(self.stages, row.get("rows", [])):  # say why a success cell stays empty
+            if cell.get("unscored"):
+                r.setdefault("unscored_success", {})[stage.name] = cell["unscored"]
+        scores = ", ".join(f"{s.name} {v:.3f}" + (f" (shuffled {c:.3f})" if c is not None else "")
+                           for s, v, c in zip(self.stages, row["acc"], row["shuffled"]))
+        test = row["probes"].get("test") or {}
+        text = "; text " + ", ".join(f"{k} {v:.3f}" for k, v in test.items() if k != "items") if test else ""
+        self.log(f"after {self.stages[i].name}: {scores}{text}")
 
     def run(self) -> dict:
         if self.method.get("joint"):
             return self.run_joint()
         first, phase0, step0 = self.resume()
-        if first == 0 and phase0 == "new" and not any(isinstance(s, TextStage) for s in self.stages):
-            self.results["text_before"] = accuracy(self.mm, self.text["test"])  # pretrained: before any graft
         for experience in self.benchmark.train_stream:  # avalanche experiences, one per stage
             i = experience.current_experience
             stage = self.stages[i]
@@ -132,11 +147,12 @@ class MethodRun:
             if phase0 == "new":
                 self.log(f"stage {i + 1}/{len(self.stages)}: {stage.name} ({stage.kind})")
                 self.graft(stage)
-                self.untrained = pre = stage.evaluate(self, rollouts=stage.untrained_rollouts)
-                self.results["pre_scores"] = self.results["pre_scores"][:i] + [pre["score"]]
-                if pre["metrics"]:
-                    self.results["outputs"][stage.name] = {"kind": pre["kind"], "untrained": pre["metrics"],
-                                                           "after": {}}
+                if stage.evaluates_untrained:
+                    self.untrained = pre = stage.evaluate(self)
+                    self.results["pre_scores"][i] = pre["score"]
+                    if pre["metrics"]:
+                        self.results["outputs"][stage.name] = {"kind": pre["kind"], "untrained": pre["metrics"],
+                                                               "after": {}}
                 self.start_weights = {n: t.clone() for n, t in ckpt.learnable_state(self.mm, self.generators).items()}
                 for plugin in self.plugins:
                     plugin.before_stage(self, stage)
@@ -152,8 +168,6 @@ class MethodRun:
             if self.rank == 0 and self.untrained is not None:
                 stage.plot(self, self.untrained, row["rows"][i])
             self.untrained = None  # its samples (generated images) are not kept past the stage
-            if isinstance(stage, TextStage) and self.results["text_before"] is None:
-                self.results["text_before"] = self.results["text_scores"][i]
             self.gate(stage)
             for plugin in self.plugins:
                 plugin.after_stage(self, stage)
@@ -162,18 +176,31 @@ class MethodRun:
         return self.finish()
 
     def gate(self, stage: Stage) -> None:
+        """Promote the stage, or roll it back to its starting weights, on the VALIDATION split: an
+        earlier stage's val score may drop by `max_forgetting`, or by `significance_z` standard
+        errors when that is larger (metrics.drop_limit); the text probes by their budget."""
         budget, i = self.method.get("gate"), stage.index
         if not budget or i == 0:
             return
-        R, text = self.results["acc_matrix"], self.results["text_scores"]
-        drop = max(max(R[row][j] for row in range(j, i)) - R[i][j] for j in range(i))
-        before = self.results["text_before"]
-        retention = text[i] / before if before else None
-        ok_forget = drop <= float(budget.max_forgetting)
-        ok_text = retention is None or retention >= float(budget.min_text_retention)
-        reason = (f"forgetting {drop:.3f} {'<=' if ok_forget else '>'} {budget.max_forgetting}; text retention "
-                  f"{'n/a' if retention is None else f'{retention:.3f}'} {'>=' if ok_text else '<'} {budget.min_text_retention}")
-        decision = "promoted" if ok_forget and ok_text else "rolled_back"
+        V, z = self.results["val_matrix"], float(budget.get("significance_z", 2.0))
+        ok, reasons = True, []
+        for j in range(i):
+            seen = [V[row][j] for row in range(j, i) if V[row][j] is not None]
+            if not seen or V[i][j] is None:
+                continue
+            best, now = max(seen), V[i][j]
+            limit = drop_limit(best, now, len(self.stages[j].val), float(budget.max_forgetting), z)
+            ok = ok and best - now <= limit
+            reasons.append(f"{self.stages[j].name} val {best:.3f}→{now:.3f} (may drop {limit:.3f})")
+        if self.probes is not None and self.results["text_probes_val"]:
+            now = {k: v[i] for k, v in self.results["text_probes_val"].items()}
+            text_ok, why = self.probes.gate_check(now, budget)
+            ok = ok and text_ok
+            reasons.append(why)
+        if not reasons:
+            reasons.append("no validation split to judge by")
+        decision = "promoted" if ok else "rolled_back"
+        reason = "; ".join(reasons)
         self.log(f"gate: {stage.name} {decision} ({reason})")
         if decision == "rolled_back":  # back to the stage's starting weights: the graft learns nothing
             with torch.no_grad():
@@ -207,9 +234,9 @@ class MethodRun:
         for stage, r in zip(self.stages, row["rows"]):
             if r["metrics"]:
                 self.results["outputs"][stage.name] = {"kind": r["kind"], "after": {self.stages[-1].name: r["metrics"]}}
-        self.results["acc_matrix"] = [[None] * T for _ in range(T - 1)] + [row["acc"]]
-        self.results["success_matrix"] = [[None] * T for _ in range(T - 1)] + [row["success"]]
-        self.results["text_scores"] = [None] * (T - 1) + [row["text"]]
+        self.record(T - 1, row)
+        for key in ("acc_matrix", "shuffled_matrix", "imitation_matrix", "success_matrix", "val_matrix"):
+            self.results[key] = [[None] * T for _ in range(T - 1)] + self.results[key][-1:]
         self.results["notes"].append("joint trains once on all stages' data: only the final row is measured, "
                                      "so bwt, fwt and forgetting are undefined")
         self.results["trainable_params"] = trainable_report(self.mm)
@@ -217,31 +244,31 @@ class MethodRun:
         return self.finish()
 
     def finish(self) -> dict:
-        R, r = self.results["acc_matrix"], self.results
-        full = all(v is not None for v in R[-1])
-        r["avg_acc"] = average_accuracy([[v or 0.0 for v in row] for row in R]) if full else None
+        r = self.results
+        R, C = r["acc_matrix"], r["shuffled_matrix"]
         staged = not self.method.get("joint")
-        r["bwt"] = backward_transfer([[v or 0.0 for v in row] for row in R]) if staged else None
-        r["forgetting"] = forgetting([[v or 0.0 for v in row] for row in R]) if staged else None
-        # FWT reads R[j-1][j], the score on stage j before training it; a modality cannot be read before
-        # it is grafted, so that score is taken right after grafting stage j, before its training.
-        r["fwt"] = forward_transfer(_with_diagonal_below(R, r["pre_scores"]), r["baseline"]) if staged else None
-        before, text = r["text_before"], [t for t in r["text_scores"] if t is not None]
-        r["text_retention"] = text[-1] / before if before and text else None
-        r["success_rate"] = mean_or_none(r["success_matrix"][-1]) if r["success_matrix"] else None
+        r["avg_acc"] = average_accuracy(R)
+        final = [(a, c) for a, c in zip(R[-1], C[-1]) if a is not None and c is not None]
+        r["avg_shuffled"] = sum(c for _, c in final) / len(final) if final else None
+        r["perception_gain"] = sum(a - c for a, c in final) / len(final) if final else None
+        r["bwt"] = backward_transfer(R) if staged else None
+        r["forgetting"] = forgetting(R) if staged else None
+        r["fwt"] = forward_transfer(R, r["baseline"]) if staged else None
+        imitation = [v for v in r["imitation_matrix"][-1] if v is not None]
+        r["imitation"] = sum(imitation) / len(imitation) if imitation else None
+        rates = [rate(c) for c in r["success_matrix"][-1] if c is not None]
+        r["success_rate"] = sum(rates) / len(rates) if rates else None
+        r["text_retention"] = None
+        if self.probes is not None and r["text_probes"].get("knowledge"):
+            last = {k: v[-1] for k, v in r["text_probes"].items()}
+            r.update(self.probes.retention(last))
+            r["text_retention"] = r["knowledge_retention"]
         r["seconds"] = round(self.elapsed(), 1)
         r["outputs"] = summarize_outputs(r.get("outputs") or {}, [s.name for s in self.stages])
         if self.rank == 0:  # the trained agent, loadable by `graft serve` / `graft rollout policy=`
             save_mmllm(self.mm, self.out / "agent", generators=self.generators)
             r["agent"] = str(self.out / "agent")
         return r
-
-
-def _with_diagonal_below(R: list[list], pre: list[float]) -> list[list[float]]:
-    m = [[v or 0.0 for v in row] for row in R]
-    for j in range(1, len(m)):
-        m[j - 1][j] = pre[j]
-    return m
 
 
 def summarize_outputs(outputs: dict, stages: Sequence[str]) -> dict[str, dict]:

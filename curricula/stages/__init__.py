@@ -51,14 +51,15 @@ def kind_class(spec: Mapping[str, Any]) -> type[Stage]:
                      "to a Stage subclass")
 
 
-def build_stages(cfg, env_cfg: dict, run_dir: Path, skip_text: bool = False) -> tuple[list[Stage], dict]:
-    """The curriculum's stages with their data, and the text-only pool {"train", "test"}."""
+def build_stages(cfg, env_cfg: dict, run_dir: Path, skip_text: bool = False,
+                 action_names: Sequence[str] | None = None) -> tuple[list[Stage], dict]:
+    """The curriculum's stages with their data, and the text-only pool {"train", "val", "test"}."""
     cur = cfg.curriculum
     defaults = OmegaConf.to_container(cur.stage_defaults, resolve=True)
     data_cfg = OmegaConf.to_container(cur.data, resolve=True)
     text = load_text_data(cur.text, int(cfg.seed))
     ctx = StageContext(cfg, env_cfg, lambda: load_env_data(env_cfg, data_cfg, run_dir / "data" / cur.name), text,
-                       int(cur.eval.max_examples))
+                       int(cur.eval.max_examples), list(action_names) if action_names else None)
     stages: list[Stage] = []
     for spec in cur.stages:
         spec = OmegaConf.to_container(spec, resolve=True)

@@ -14,9 +14,11 @@ The training engine (curricula/engine.py) drives every kind through the same cal
     stage.draw(seed, phase, step)                      -> (Batch, rng): the step's rows, seeded
     stage.loss(run, phase, batch, step)                -> StepLoss: {"total": tensor, ...parts}
     stage.end_phase(mm, generators)                    freeze what the phase trained
-    stage.evaluate(run, rollouts)                      -> {"score", "success", "metrics"}
+    stage.evaluate(run, rollouts)                      -> {"score", "shuffled", "success", "metrics", ...}
+    stage.evaluate_blind(run)                          score before the stage is grafted (its input dropped)
+    stage.evaluate_val(run)                            score on the validation split (what the gate reads)
     stage.plot(run, untrained, trained)                PNGs from the two evaluations around training
-    stage.baseline(cfg, stages)                        score of an untrained agent
+    stage.baselines(cfg, stages)                       {"blind", "chance", "majority", ...}: what to beat
     stage.replayable()                                 records the replay memory may keep
 
 Plugins (curricula/plugins.py) put replay samples and text-only instructions into a `Batch`; the
@@ -87,7 +89,8 @@ class Stage:
     phases: ClassVar[tuple[str, ...]] = ("it",)
     mixes_text: ClassVar[bool] = True  # the text-mix plugin adds text-only instructions to this stage
     mixed_as_extra_loss: ClassVar[bool] = False  # plugins' rows join as a text loss, not in place of own rows
-    untrained_rollouts: ClassVar[bool] = False  # roll the agent out before training too (its "untrained" row)
+    evaluates_untrained: ClassVar[bool] = False  # evaluated (and rolled out) right after grafting, too
+    acts: ClassVar[bool] = False  # rolled out in the env (success cells beside a random policy and the expert)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -100,6 +103,7 @@ class Stage:
         self.pt: list[dict] = []
         self.it: list[dict] = []
         self.test: list[dict] = []
+        self.val: list[dict] = []  # the validation split: selection (the gate) reads it, never `test`
 
     def __getattr__(self, key: str) -> Any:
         if key in STAGE_KEYS:
@@ -126,12 +130,24 @@ class Stage:
         raise NotImplementedError
 
     def evaluate(self, run, rollouts: bool = True) -> dict[str, Any]:
+        """{"score", "shuffled" (observations permuted across test items, or None), "success" (a
+        success cell or None), "metrics", "unscored" (why success is None)}."""
         raise NotImplementedError
 
-    def baseline(self, cfg, stages: Sequence[Stage]) -> float:
+    def baselines(self, cfg, stages: Sequence[Stage]) -> dict[str, Any]:
+        """What the stage's score must beat: {"blind" (an untrained agent, nothing grafted), "chance",
+        "majority" (the best guess without looking), ...}; None where a reference does not apply."""
         raise NotImplementedError
 
     # ---- shared defaults ----------------------------------------------------------------------
+    def evaluate_blind(self, run) -> float | None:
+        """The score before the stage is grafted (an R cell above the diagonal); None if it has none."""
+        return None
+
+    def evaluate_val(self, run) -> float | None:
+        """The score on `val`; None without a validation split."""
+        return None
+
     def steps(self, phase: str) -> int:
         return int(self.pt_steps) if phase == "pt" and self.pt else int(self.it_steps) if phase == "it" else 0
 
@@ -177,13 +193,15 @@ def fresh_agent(cfg, routing: str | None = None):
 @dataclass
 class StageContext:
     """What a stage reads its data from: the composed config, the env config, the curriculum's
-    generated env records (loaded on first use), the text-only pool and the test-set cap."""
+    generated env records (loaded on first use), the text-only pool, the test-set cap and the env's
+    action names (the candidates of next-action items)."""
 
     cfg: Any
     env_cfg: dict
     env_data_loader: Any
     text: dict
     cap: int
+    action_names: list[str] | None = None
     _env_data: dict | None = None
 
     @property

@@ -42,32 +42,54 @@ def dataset_records(ds) -> list[dict]:
 
 
 def load_env_data(env_cfg: Mapping, data_cfg: Mapping, cache: Path) -> dict[str, list[dict]]:
-    """Generate (once, cached in `cache`) and read the env's train/test records."""
+    """Generate (once, cached in `cache`) and read the env's train/val/test records (disjoint episodes)."""
     from graft.envs.datagen import generate_dataset, load_generated
 
     if not (cache / "datagen.json").exists():
+        val, test = float(data_cfg.get("val_fraction", 0.0)), float(data_cfg["test_fraction"])
+        splits = {"train": 1 - val - test, **({"val": val} if val else {}), "test": test}
         generate_dataset(dict(env_cfg), cache, episodes=int(data_cfg["episodes"]), seed=int(data_cfg["seed"]),
-                         splits={"train": 1 - data_cfg["test_fraction"], "test": data_cfg["test_fraction"]})
+                         splits=splits)
     dd = load_generated(cache)
     return {split: dataset_records(dd[split]) for split in dd}
 
 
 def load_text_data(text_cfg: Mapping, seed: int) -> dict[str, list[dict]]:
-    """Text-only train pool and test set. `eval: heldout_templates` tests on phrasings never trained
-    on; `eval: seen_templates` tests on fresh instances (new numbers, words) of the trained
-    phrasings — the skill a small model was actually taught, and so the one it can forget."""
-    from graft.envs.text_tasks import generate_text_tasks, text_dataset
+    """Text-only train pool, and test and validation sets with every template family equally
+    represented. `eval: heldout_templates` tests on phrasings never trained on; `eval:
+    seen_templates` on fresh instances (new numbers, words) of the trained phrasings — the skill a
+    small model was actually taught, and so the one it can forget. A family with few distinct
+    instances (facts, colour mixing) runs out of unseen ones; its items are then trained prompts,
+    marked `seen: True`."""
+    from graft.envs.text_tasks import FAMILIES, generate_text_tasks
 
-    dd = text_dataset(train=int(text_cfg["train"]), test=int(text_cfg["test"]), seed=seed)
-    data = {split: [dict(r) for r in dd[split]] for split in dd}
     mode = text_cfg.get("eval", "heldout_templates")
-    if mode == "seen_templates":
-        taught = {r["prompt"] for r in data["train"]}
-        fresh = [r for r in generate_text_tasks(4 * int(text_cfg["test"]), "train", seed + 1) if r["prompt"] not in taught]
-        data["test"] = [dict(r, kind="text", modalities=[]) for r in fresh[: int(text_cfg["test"])]]
-    elif mode != "heldout_templates":
+    if mode not in ("heldout_templates", "seen_templates"):
         raise ValueError(f"text.eval must be 'heldout_templates' or 'seen_templates', got {mode!r}")
-    return data
+    n_train, n_test = int(text_cfg["train"]), int(text_cfg["test"])
+    tag = lambda rows: [dict(r, kind="text", modalities=[]) for r in rows]
+    train = tag(generate_text_tasks(n_train, "train", seed))
+    taught = {r["prompt"] for r in train}
+    split = "train" if mode == "seen_templates" else "test"
+    test = _by_family(tag(generate_text_tasks(8 * n_test, split, seed + 1)), taught, set(), n_test, len(FAMILIES))
+    val = _by_family(tag(generate_text_tasks(8 * n_test, split, seed + 2)), taught, {r["prompt"] for r in test},
+                     n_test, len(FAMILIES))
+    return {"train": train, "val": val, "test": test}
+
+
+def _by_family(pool: list[dict], taught: set[str], taken: set[str], n: int, families: int) -> list[dict]:
+    """`n` distinct prompts from `pool` (none in `taken`), the families in turn, unseen prompts first."""
+    per: dict[str, list[dict]] = {}
+    for r in pool:
+        if r["prompt"] not in taken and all(r["prompt"] != q["prompt"] for q in per.get(r["family"], [])):
+            per.setdefault(r["family"], []).append(dict(r, seen=r["prompt"] in taught))
+    for rows in per.values():
+        rows.sort(key=lambda r: r["seen"])  # stable: unseen first, pool order kept
+    out, depth = [], 0
+    while len(out) < n and any(depth < len(rows) for rows in per.values()):
+        out += [rows[depth] for rows in per.values() if depth < len(rows)][: n - len(out)]
+        depth += 1
+    return out
 
 
 def spread(rows: list[dict], cap: int) -> list[dict]:

@@ -5,8 +5,10 @@
                                       demonstrations (projector + LoRA)
     {name: text, modality: null}      text: a LoRA adapter with no encoder, IT on text-only tasks
 
-Both are scored by multiple-choice accuracy on their test records (curricula/evaluate.py); an input
-stage also rolls the Agent out in the env reading its modality (success rate).
+Both are scored by multiple-choice accuracy on their test questions (curricula/evaluate.py), beside
+chance, the group-majority answer and, for an input stage, the same model with the observations
+shuffled across test items; an input stage's next-action items are scored apart (imitation, beside
+the majority action), and it rolls the Agent out in the env reading its modality (success cell).
 """
 from __future__ import annotations
 
@@ -33,31 +35,52 @@ class TextLossStage(Stage):
         output = run.mm(examples, pack="auto" if fast else False, logits_at="labels" if fast else "all")
         return StepLoss({"total": output.loss}, examples, output)
 
-    def score(self, mm, action_names: Sequence[str] | None) -> float:
+    demos: list[dict] = []  # next-action test items, scored apart from the questions (imitation)
+    action_names: list[str] | None = None
+
+    def score(self, mm, records: Sequence[dict], action_names: Sequence[str] | None = None) -> float | None:
         from graft.curricula.evaluate import accuracy
 
-        return accuracy(mm, self.test, action_names)
+        return accuracy(mm, records, action_names) if records else None
 
     def evaluate(self, run, rollouts: bool = True) -> dict[str, Any]:
+        from graft.curricula.evaluate import shuffled
+
         success, why = self.rollout_success(run) if rollouts else (None, "not rolled out before training")
-        return {"score": self.score(run.mm, run.action_names), "success": success, "metrics": {},
+        control = self.score(run.mm, shuffled(self.test, run.seed * 1000 + self.index)) if self.modality else None
+        return {"score": self.score(run.mm, self.test), "shuffled": control,
+                "imitation": self.score(run.mm, self.demos, run.action_names), "success": success, "metrics": {},
                 "unscored": why if success is None else None}
 
-    def rollout_success(self, run) -> tuple[float | None, str | None]:
-        """(success rate, None) of the agent acting on this stage's input, or (None, why not)."""
+    def evaluate_blind(self, run) -> float | None:
+        from graft.curricula.evaluate import blind
+
+        return self.score(run.mm, blind(self.test))
+
+    def evaluate_val(self, run) -> float | None:
+        return self.score(run.mm, self.val)
+
+    def rollout_success(self, run) -> tuple[dict | None, str | None]:
+        """(success cell, None) of the agent acting on this stage's input, or (None, why not)."""
         return None, "a text-only stage has no observation to act on"
 
-    def baseline(self, cfg, stages: Sequence[Stage]) -> float:
-        from graft.curricula.evaluate import accuracy
+    def baselines(self, cfg, stages: Sequence[Stage]) -> dict[str, Any]:
+        from graft.curricula.evaluate import blind, chance, majority
 
-        mm = fresh_agent(cfg)
-        self.graft_seeded(mm, cfg, None)
-        return accuracy(mm, self.test)
+        train = [r for r in self.it if r.get("kind") != "demo"]
+        out = {"blind": self.score(fresh_agent(cfg), blind(self.test)), "chance": chance(self.test),
+               "majority": majority(train, self.test), "questions": len(self.test), "val_questions": len(self.val)}
+        if self.demos:
+            out.update(imitation_chance=chance(self.demos, self.action_names),
+                       imitation_majority=majority([r for r in self.it if r.get("kind") == "demo"], self.demos),
+                       imitation_items=len(self.demos))
+        return out
 
 
 class InputStage(TextLossStage):
     kind = "input"
     phases = ("pt", "it")
+    acts = True
 
     def __init__(self, index: int, spec: Mapping[str, Any], settings: Mapping[str, Any]):
         super().__init__(index, spec, settings)
@@ -71,7 +94,13 @@ class InputStage(TextLossStage):
         mine = lambda rows, kinds: [r for r in rows if r["modalities"] == [self.modality] and r["kind"] in kinds]
         self.pt = mine(data["train"], ("caption",))
         self.it = mine(data["train"], ("qa", "demo"))
-        self.test = spread(mine(data["test"], ("qa", "demo")), ctx.cap)
+        self.test = spread(mine(data["test"], ("qa",)), ctx.cap)
+        self.val = spread(mine(data.get("val", []), ("qa",)), ctx.cap)
+        self.demos = spread(mine(data["test"], ("demo",)), ctx.cap)
+        self.action_names = ctx.action_names
+        if not self.test:
+            raise ValueError(f"stage '{self.name}': no test questions about '{self.modality}' survived answer "
+                             "balancing; generate more episodes (curriculum.data.episodes)")
         if not self.it:
             have = sorted({m for r in data["train"] for m in r["modalities"]})
             raise ValueError(f"stage '{self.name}': the env data hold no samples for modality '{self.modality}' "
@@ -84,15 +113,15 @@ class InputStage(TextLossStage):
         modality_cfg = modality_config(cfg, self.modality)
         graft_modality(mm, self.modality, modality_cfg, modality_cfg.get("projector") or cfg.projector, adapter=adapter)
 
-    def rollout_success(self, run) -> tuple[float | None, str | None]:
+    def rollout_success(self, run) -> tuple[dict | None, str | None]:
         eval_cfg = run.cfg.curriculum.eval
-        if not eval_cfg.get("rollout_episodes"):
+        episodes = int(eval_cfg.get("rollout_episodes") or 0)
+        if not episodes:
             return None, "curriculum.eval.rollout_episodes is 0"
         from graft.curricula.evaluate import success_rate
 
-        rate = success_rate(run.mm, run.env_cfg, self.modality, int(eval_cfg.rollout_episodes),
-                            int(eval_cfg.num_envs), seed=10_000 + run.seed)
-        return rate, None if rate is not None else f"the env does not emit '{self.modality}'"
+        cell = success_rate(run.mm, run.env_cfg, self.modality, run.rollout_seeds[:episodes], int(eval_cfg.num_envs))
+        return cell, None if cell is not None else f"the env does not emit '{self.modality}'"
 
 
 class TextStage(TextLossStage):
@@ -100,7 +129,7 @@ class TextStage(TextLossStage):
     mixes_text = False  # it is the text data
 
     def load(self, ctx: StageContext, earlier: Sequence[Stage]) -> None:
-        self.it, self.test = ctx.text["train"], ctx.text["test"][: ctx.cap]
+        self.it, self.test, self.val = ctx.text["train"], ctx.text["test"][: ctx.cap], ctx.text["val"][: ctx.cap]
 
     def graft(self, mm, cfg, adapter: str | None):
         from graft.agent.build import graft_task

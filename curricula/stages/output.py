@@ -89,7 +89,7 @@ def generator_kind(gen_cfg: Mapping) -> str:
 class OutputStage(Stage):
     kind = "output"
     mixed_as_extra_loss = True
-    untrained_rollouts = True
+    evaluates_untrained = True
 
     def __init__(self, index: int, spec: Mapping[str, Any], settings: Mapping[str, Any]):
         super().__init__(index, spec, {**settings, "pt_steps": 0})  # one phase: head + LoRA + denoiser
@@ -100,6 +100,10 @@ class OutputStage(Stage):
         self.inputs = list(spec.get("inputs") or [])
         self.rollout_cfg = dict(spec.get("rollout") or {})
         self.align_weight = float(spec.get("align_weight", 1.0))
+
+    @property
+    def acts(self) -> bool:
+        return self.target_kind == "action"
 
     # ---- data -----------------------------------------------------------------------------------
     def load(self, ctx: StageContext, earlier: Sequence[Stage]) -> None:
@@ -224,15 +228,19 @@ class OutputStage(Stage):
         generator = run.generators[self.name]
         metrics = evaluate_output(run.mm, self.name, generator, self.test, seed=run.seed)
         samples = metrics.pop("generated")
+        control = evaluate_output(run.mm, self.name, generator, shuffled_obs(self.test, run.seed * 1000 + self.index),
+                                  seed=run.seed)["score"]
         episodes = int(self.rollout_cfg.get("episodes", run.cfg.curriculum.eval.get("rollout_episodes") or 0))
+        cell = None
         if generator.kind == "action" and episodes and rollouts:
             num_envs = int(self.rollout_cfg.get("num_envs", run.cfg.curriculum.eval.get("num_envs", 4)))
-            metrics.update(rollout_success(run.mm, self.name, generator, run.env_cfg, episodes, num_envs,
-                                           seed=10_000 + run.seed))
+            rolled = rollout_success(run.mm, self.name, generator, run.env_cfg, run.rollout_seeds[:episodes], num_envs)
+            cell = rolled.pop("success")
+            metrics.update(rolled, success_rate=cell["rate"])
         metrics = {k: v for k, v in metrics.items() if v is not None}
-        why = (None if "success_rate" in metrics else "a goal-image output does not act" if generator.kind != "action"
+        why = (None if cell else "a goal-image output does not act" if generator.kind != "action"
                else "not rolled out before training" if not rollouts else "no rollout episodes configured")
-        return {"score": metrics["score"], "success": metrics.get("success_rate"), "metrics": metrics,
+        return {"score": metrics["score"], "shuffled": control, "success": cell, "metrics": metrics,
                 "samples": samples, "unscored": why, "kind": self.target_kind}
 
     def plot(self, run, untrained: dict, trained: dict) -> None:
@@ -245,14 +253,28 @@ class OutputStage(Stage):
                   "untrained": untrained["samples"], "trained": trained["samples"]}
         write_png(run.out / f"{self.name}.png", goal_grid(images, columns=min(8, len(self.test))))
 
-    def baseline(self, cfg, stages: Sequence[Stage]) -> float:
-        """A fresh agent with only the inputs this output reads and the output grafted, untrained."""
+    def baselines(self, cfg, stages: Sequence[Stage]) -> dict[str, Any]:
+        """No blind score or chance (an output cannot be generated before its head exists); the best
+        guess without looking is the mean training target, scored like a generation; `untrained` is a
+        fresh agent with only this output's inputs and the output grafted."""
         mm = fresh_agent(cfg)
         for earlier in stages[: self.index]:
             if earlier.modality in self.inputs:
                 earlier.graft_seeded(mm, cfg, None)
         generator = self.graft_seeded(mm, cfg, None)
-        return float(evaluate_output(mm, self.name, generator, self.test, seed=int(cfg.seed))["score"])
+        mean = np.mean(np.stack([r["target"] for r in self.it]).astype(np.float64), axis=0)
+        constant = np.broadcast_to(mean, (len(self.test), *mean.shape))
+        if self.target_kind == "image":
+            constant = np.clip(constant.round(), 0, 255).astype(np.uint8)
+        return {"blind": None, "chance": None, "majority": output_score(generator, constant, self.test)["score"],
+                "untrained": float(evaluate_output(mm, self.name, generator, self.test, seed=int(cfg.seed))["score"]),
+                "questions": len(self.test)}
+
+
+def shuffled_obs(records: Sequence[Mapping[str, Any]], seed: int) -> list[dict]:
+    """Output records with their observations permuted across records (the shuffled control)."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    return [{**r, "obs": records[j]["obs"]} for r, j in zip(records, order)]
 
 
 def goal_grid(images: Mapping[str, np.ndarray], columns: int, size: int = 64, gap: int = 2) -> np.ndarray:
@@ -299,10 +321,17 @@ def evaluate_output(mm, name: str, generator, records: Sequence[Mapping[str, Any
         chunk = records[start:start + batch_size]
         generated.append(generate_output(mm, name, generator, to_examples(chunk), sample_steps, seed + start))
     seconds = time.perf_counter() - started
-    generated = np.concatenate(generated)
+    out = output_score(generator, np.concatenate(generated), records)
+    out.update(samples=len(records), sample_steps=int(sample_steps or generator.sample_steps),
+               seconds_per_sample=round(seconds / len(records), 4), batch_size=batch_size)
+    return out
+
+
+def output_score(generator, generated: np.ndarray, records: Sequence[Mapping[str, Any]]) -> dict:
+    """Images by MSE / PSNR, action chunks by L2 to the expert (env units), against the records'
+    targets; `score` = 1 / (1 + error / error of the test mean)."""
     targets = np.stack([r["target"] for r in records])
-    out = {"samples": len(records), "sample_steps": int(sample_steps or generator.sample_steps),
-           "seconds_per_sample": round(seconds / len(records), 4), "batch_size": batch_size}
+    out = {}
     if generator.kind == "image":
         mse, truth = image_errors(generated, targets, generator.image_size)
         reference, error = float(((truth - truth.mean(0)) ** 2).mean()), float(mse.mean())
@@ -318,19 +347,19 @@ def evaluate_output(mm, name: str, generator, records: Sequence[Mapping[str, Any
     return out
 
 
-def rollout_success(mm, name: str, generator, env_cfg: Mapping, episodes: int, num_envs: int = 4,
-                    seed: int = 10_000) -> dict:
-    """Success rate of receding-horizon action chunks executed in the env (the inputs and execute count
-    the output recorded when it was grafted), and time per planned chunk."""
+def rollout_success(mm, name: str, generator, env_cfg: Mapping, seeds: Sequence[int], num_envs: int = 4) -> dict:
+    """Receding-horizon action chunks executed in the env, one episode per seed (the inputs and
+    execute count the output recorded when it was grafted): the success cell and time per chunk."""
     from graft.agent.loader import load_policy
+    from graft.curricula.evaluate import summary_cell
     from graft.envs.rollout import make_env_factory, rollout
 
     env = make_env_factory(dict(env_cfg))()
     try:
-        policy = load_policy(mm, env, generators={name: generator}, output=name, seed=seed)
+        policy = load_policy(mm, env, generators={name: generator}, output=name, seed=int(seeds[0]))
     finally:
         env.close()
-    summary = rollout(dict(env_cfg), policy, episodes=episodes, num_envs=num_envs, seed=seed, progress=False, frames=0)
-    return {"success_rate": float(summary["success_rate"]), "episodes": int(summary["episodes"]),
+    summary = rollout(dict(env_cfg), policy, seeds=list(seeds), num_envs=num_envs, progress=False, frames=0)
+    return {"success": summary_cell(summary), "episodes": int(summary["episodes"]),
             "mean_length": float(summary["mean_length"]), "seconds_per_chunk": policy.seconds_per_chunk,
             "execute": policy.execute}

@@ -13,11 +13,12 @@ import torch
 from graft.curricula.onboard import onboard
 from safetensors.torch import load_file
 
-METRICS = ("acc_matrix", "avg_acc", "bwt", "fwt", "forgetting", "text_retention", "success_rate")
+METRICS = ("acc_matrix", "shuffled_matrix", "imitation_matrix", "val_matrix", "success_matrix", "avg_acc",
+           "avg_shuffled", "perception_gain", "bwt", "fwt", "forgetting", "imitation", "text_retention", "success_rate")
 
 
 def numbers(report: dict) -> dict:
-    return {m: {k: r[k] for k in (*METRICS, "text_scores", "pre_scores", "gate", "loss_curves")}
+    return {m: {k: r[k] for k in (*METRICS, "text_probes", "pre_scores", "gate", "loss_curves")}
             for m, r in report["methods"].items()}
 
 
@@ -33,15 +34,32 @@ def test_report_has_every_metric_for_both_methods(small_run):
     report, out = small_run
     saved = json.loads((out / "report.json").read_text())
     assert set(saved["methods"]) == {"graft", "naive"}
+    base = saved["baselines"]
+    for stage in ("text", "grid", "rgb"):
+        ref = base["stages"][stage]
+        assert 0 < ref["chance"] < 1 and 0 <= ref["majority"] <= 1 and ref["blind"] is not None
+    for policy in ("random", "expert"):
+        assert base["success"][policy][0] is None  # the text stage does not act
+        assert all(set(c) == {"rate", "ci95", "episodes"} for c in base["success"][policy][1:])
+    assert base["success"]["expert"][1]["rate"] == 1.0  # the expert solves every held-out episode
     for name, r in saved["methods"].items():
         assert set(METRICS) <= set(r)
         assert len(r["acc_matrix"]) == 3 and all(len(row) == 3 for row in r["acc_matrix"])
-        assert r["acc_matrix"][0][1] is None and all(v is not None for v in r["acc_matrix"][2])
-        assert all(0.0 <= v <= 1.0 for row in r["acc_matrix"] for v in row if v is not None)
+        assert all(v is not None for row in r["acc_matrix"] for v in row)  # R in full: above the diagonal blind
+        assert all(0.0 <= v <= 1.0 for row in r["acc_matrix"] for v in row)
+        shuffled = r["shuffled_matrix"]
+        assert [len(row) for row in shuffled] == [3, 3, 3]
+        assert [[v is not None for v in row] for row in shuffled] == [[False] * 3, [False, True, False],
+                                                                     [False, True, True]]  # measured, with an input
+        final = r["success_matrix"][2]
+        assert final[0] is None and all(set(c) == {"rate", "ci95", "episodes"} for c in final[1:])
+        assert all(c["ci95"][0] <= c["rate"] <= c["ci95"][1] for c in final[1:])
+        assert r["fwt"] == pytest.approx(((r["acc_matrix"][0][1] - r["baseline"][1])
+                                          + (r["acc_matrix"][1][2] - r["baseline"][2])) / 2)
     assert saved["versions"]["torch"] and saved["seeds"]["seed"] == 0
     md = (out / "report.md").read_text()
-    assert "| graft |" in md and "| naive |" in md and "after rgb" in md
-    assert (out / "plots" / "acc_matrix_graft.png").exists() and (out / "plots" / "text_retention.png").exists()
+    assert "| graft |" in md and "| naive |" in md and "after rgb" in md and "What the numbers must beat" in md
+    assert (out / "plots" / "acc_matrix_graft.png").exists() and (out / "plots" / "stage_curves.png").exists()
 
 
 def test_graft_uses_one_adapter_per_modality_and_naive_one_shared(small_run):
@@ -68,12 +86,27 @@ def test_training_lowers_the_loss_of_the_text_stage(tmp_path, compose, small_ove
 
 def test_gate_rolls_back_a_stage_that_forgets_too_much(tmp_path, compose, small_overrides):
     cfg = compose("onboard", [*small_overrides, "compare=[graft]", f"run_dir={tmp_path}",
-                              "methods.graft.gate.max_forgetting=-1.0"])
+                              "methods.graft.gate.max_forgetting=-1.0", "methods.graft.gate.significance_z=0"])
     result = onboard(cfg)["methods"]["graft"]
     assert [g["decision"] for g in result["gate"]] == ["rolled_back", "rolled_back"]
     final = load_file(tmp_path / "graft" / "checkpoint" / "tensors.safetensors")
     lora_b = [v for k, v in final.items() if k.startswith("param/") and "lora_B.rgb" in k]
     assert lora_b and all(torch.count_nonzero(v) == 0 for v in lora_b)  # back to its zero init
+
+
+def test_the_default_gate_rolls_back_a_stage_that_really_forgets(tmp_path, compose, small_overrides):
+    """naive (one shared adapter, no replay, no text mix) with graft's default gate: the grid stage
+    overwrites the text skills the text stage taught, the validation drop is beyond the budget and
+    the noise, and the gate restores the stage's starting weights (a real run, nothing forced)."""
+    cfg = compose("onboard", [*small_overrides, "steps_scale=0.5", "curriculum.text.test=96",
+                              "curriculum.eval.rollout_episodes=0", "compare=[naive]", f"run_dir={tmp_path}",
+                              "+methods.naive.gate=${methods.graft.gate}"])
+    r = onboard(cfg)["methods"]["naive"]
+    decisions = {g["stage"]: g["decision"] for g in r["gate"]}
+    assert "rolled_back" in decisions.values(), r["gate"]
+    back = next(i for i, s in enumerate(r["stages"]) if decisions.get(s) == "rolled_back")
+    V = r["val_matrix"]
+    assert V[back][0] == pytest.approx(V[back - 1][0])  # the text stage's val score is back where it was
 
 
 def test_unknown_method_is_named(tmp_path, compose, small_overrides):

@@ -14,7 +14,7 @@ from graft.curricula.onboard import onboard
 from graft.curricula.stages import OutputStage
 
 TINY = [
-    "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=4", "curriculum.expert.train=4",
+    "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=12", "curriculum.expert.train=4",
     "curriculum.expert.test=2", "curriculum.text.train=60", "curriculum.text.test=12", "curriculum.eval.max_examples=6",
     "curriculum.stages.2.rollout={episodes: 2, num_envs: 2, execute: 8}", "generators.image.image_size=16",
     "generators.image.sample_steps=2", "generators.action.sample_steps=2", "progress=false", "tensorboard=false",
@@ -78,7 +78,9 @@ def test_output_stages_fill_the_matrices_and_the_report(run):
         assert R[4][4] == r["outputs"]["goal_image"]["final"]["score"]
         success = [row[2] for row in r["success_matrix"]]  # action success after its stage and each later one
         assert success[:2] == [None, None] and None not in success[2:]
-        assert success[-1] == r["outputs"]["action_chunk"]["final"]["success_rate"]
+        assert success[-1]["rate"] == r["outputs"]["action_chunk"]["final"]["success_rate"]
+        assert success[-1]["episodes"] == 2 and success[-1]["ci95"][0] <= success[-1]["rate"] <= success[-1]["ci95"][1]
+        assert r["shuffled_matrix"][2][2] is not None  # the chunk scored with observations permuted
         goal, chunk = r["outputs"]["goal_image"], r["outputs"]["action_chunk"]
         for phase in ("untrained", "trained", "final"):
             assert {"score", "mse", "psnr", "seconds_per_sample"} <= set(goal[phase])
@@ -163,7 +165,7 @@ def test_a_rolled_back_output_stage_gets_its_untrained_head_adapter_and_denoiser
            "inputs: [rgb], it_steps: 200, batch_size: 4}]")
     small = [o for o in TINY if not o.startswith("curriculum.stages.")]
     cfg = compose_config("onboard", [*small, two, "compare=[graft]", f"run_dir={tmp_path}",
-                                     "methods.graft.gate.max_forgetting=-1.0"])
+                                     "methods.graft.gate.max_forgetting=-1.0", "methods.graft.gate.significance_z=0"])
     r = onboard(cfg)["methods"]["graft"]
     assert [g["decision"] for g in r["gate"]] == ["rolled_back"]
     goal = r["outputs"]["goal_image"]

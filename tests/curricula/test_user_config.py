@@ -64,7 +64,7 @@ def user_folder(tmp_path, monkeypatch):
               - _self_
             name: bumper
             skip_text_for_pretrained: true
-            data: {episodes: 8, test_fraction: 0.25, seed: 0}
+            data: {episodes: 16, val_fraction: 0.25, test_fraction: 0.25, seed: 0}
             text: {train: 120, test: 24, eval: seen_templates}
             stage_defaults: {pt_steps: 60, it_steps: 300, batch_size: 8, lr: 0.003, replay_size: 64,
                              replay_ratio: 0.25, text_mix: 0.25}
