@@ -21,6 +21,7 @@ Run folder (default runs/onboard/<curriculum>-<env>-<time>):
 """
 from __future__ import annotations
 
+import copy
 import importlib.metadata as md
 import json
 import time
@@ -160,7 +161,7 @@ def onboard(cfg) -> dict:
         return onboard_seed(cfg, out)
     reports = {}
     for seed in seeds:
-        one = cfg.copy()
+        one = copy.deepcopy(cfg)
         one.seed, one.seeds, one.curriculum.data.seed = seed, None, seed
         if one.curriculum.get("expert") is not None:
             one.curriculum.expert.seed = seed

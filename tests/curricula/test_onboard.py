@@ -109,6 +109,21 @@ def test_the_default_gate_rolls_back_a_stage_that_really_forgets(tmp_path, compo
     assert V[back][0] == pytest.approx(V[back - 1][0])  # the text stage's val score is back where it was
 
 
+def test_seeds_run_the_whole_comparison_once_each_and_summarise(tmp_path, compose, small_overrides):
+    report = onboard(compose("onboard", [*small_overrides, "seeds=[0,1]", f"run_dir={tmp_path}"]))
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["seeds"] == [0, 1] and (tmp_path / "seed0" / "report.json").exists()
+    runs = [json.loads((tmp_path / f"seed{s}" / "report.json").read_text()) for s in (0, 1)]
+    assert [r["seeds"] for r in runs] == [{"seed": 0, "data": 0}, {"seed": 1, "data": 1}]  # the data follow the seed
+    assert runs[0]["methods"]["graft"]["acc_matrix"] != runs[1]["methods"]["graft"]["acc_matrix"]
+    acc = saved["summary"]["graft"]["avg_acc"]
+    assert acc["values"] == [r["methods"]["graft"]["avg_acc"] for r in runs]
+    assert acc["mean"] == pytest.approx(sum(acc["values"]) / 2)
+    assert {"mean", "std", "inside_spread", "versus"} <= set(saved["differences"]["naive"]["avg_acc"])
+    assert saved["methods"]["graft"]["success_matrix"][2][1]["episodes"] == 4  # 2 episodes per seed, pooled
+    assert "## Over seeds [0, 1]" in (tmp_path / "report.md").read_text() and report["run_dir"] == str(tmp_path)
+
+
 def test_unknown_method_is_named(tmp_path, compose, small_overrides):
     with pytest.raises(ValueError, match=r"unknown methods \['magic'\]"):
         onboard(compose("onboard", [*small_overrides, "compare=[magic]", f"run_dir={tmp_path}"]))
