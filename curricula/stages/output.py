@@ -247,7 +247,7 @@ class OutputStage(Stage):
         """Goal images: first view, real goal, untrained and trained generations of the test episodes."""
         if self.target_kind != "image":
             return
-        from graft.curricula.report import write_png
+        from graft.curricula.plots import write_png
 
         images = {"first": np.stack([r["first_rgb"] for r in self.test]), "real": np.stack([r["target"] for r in self.test]),
                   "untrained": untrained["samples"], "trained": trained["samples"]}
