@@ -178,9 +178,10 @@ class MethodRun:
     def gate(self, stage: Stage) -> None:
         """Promote the stage, or roll it back to its starting weights, on the VALIDATION split: an
         earlier stage's val score may drop by `max_forgetting`, or by `significance_z` standard
-        errors when that is larger (metrics.drop_limit); the text probes by their budget."""
+        errors when that is larger (metrics.drop_limit); the text probes by their budget, from the
+        first stage on (a later stage must not carry the blame for an earlier one's text loss)."""
         budget, i = self.method.get("gate"), stage.index
-        if not budget or i == 0:
+        if not budget or (i == 0 and self.probes is None):  # the first stage is judged by the text probes only
             return
         V, z = self.results["val_matrix"], float(budget.get("significance_z", 2.0))
         ok, reasons = True, []

@@ -124,6 +124,18 @@ def test_seeds_run_the_whole_comparison_once_each_and_summarise(tmp_path, compos
     assert "## Over seeds [0, 1]" in (tmp_path / "report.md").read_text() and report["run_dir"] == str(tmp_path)
 
 
+def test_the_first_stage_is_gated_by_the_text_probes(tmp_path, compose, small_overrides):
+    """Without a text stage the text probes (here the template tasks) judge every stage, the first
+    included: an unreachable retention budget rolls back the first stage, not the one after it."""
+    cfg = compose("onboard", [*small_overrides, "compare=[graft]", f"run_dir={tmp_path}",
+                              "curriculum.stages=[{name: grid, modality: grid}, {name: rgb, modality: rgb}]",
+                              "curriculum.eval.rollout_episodes=0", "methods.graft.gate.min_text_retention=2.0",
+                              "methods.graft.gate.significance_z=0"])
+    r = onboard(cfg)["methods"]["graft"]
+    assert [(g["stage"], g["decision"]) for g in r["gate"]] == [("grid", "rolled_back"), ("rgb", "rolled_back")]
+    assert "text knowledge" in r["gate"][0]["reason"]
+
+
 def test_unknown_method_is_named(tmp_path, compose, small_overrides):
     with pytest.raises(ValueError, match=r"unknown methods \['magic'\]"):
         onboard(compose("onboard", [*small_overrides, "compare=[magic]", f"run_dir={tmp_path}"]))

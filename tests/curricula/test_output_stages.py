@@ -167,6 +167,7 @@ def test_a_rolled_back_output_stage_gets_its_untrained_head_adapter_and_denoiser
     cfg = compose_config("onboard", [*small, two, "compare=[graft]", f"run_dir={tmp_path}",
                                      "methods.graft.gate.max_forgetting=-1.0", "methods.graft.gate.significance_z=0"])
     r = onboard(cfg)["methods"]["graft"]
-    assert [g["decision"] for g in r["gate"]] == ["rolled_back"]
+    # the first stage is judged by the text probes only (promoted); the output stage by forgetting too
+    assert [(g["stage"], g["decision"]) for g in r["gate"]] == [("rgb", "promoted"), ("goal_image", "rolled_back")]
     goal = r["outputs"]["goal_image"]
     assert goal["trained"]["score"] == goal["untrained"]["score"] == r["acc_matrix"][1][1] == r["pre_scores"][1]
