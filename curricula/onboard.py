@@ -61,8 +61,7 @@ def stage_baselines(cfg, stages, out: Path) -> list[dict]:
 
 def rollout_plan(cfg, stages) -> int:
     """Episodes per success cell: the most any stage rolls out (each takes a prefix of one seed list)."""
-    default = int(cfg.curriculum.eval.get("rollout_episodes") or 0)
-    return max([default] + [int((s.spec.get("rollout") or {}).get("episodes", 0)) for s in stages])
+    return max([0] + [s.rollout_episodes(cfg) for s in stages])
 
 
 def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -> dict:
@@ -73,12 +72,11 @@ def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -
     from graft.curricula.evaluate import summary_cell
     from graft.envs.rollout import make_policy, rollout
 
-    default = int(cfg.curriculum.eval.get("rollout_episodes") or 0)
     num_envs = int(cfg.curriculum.eval.get("num_envs", 4))
     cells: dict[str, dict[int, dict]] = {"random": {}, "expert": {}}
     found = {"random": [], "expert": []}
     for stage in stages:
-        episodes = int((stage.spec.get("rollout") or {}).get("episodes", default)) if stage.acts else 0
+        episodes = stage.rollout_episodes(cfg)
         for name in found:
             if episodes and episodes not in cells[name]:
                 print(f"{name} policy: {episodes} episodes on the held-out rollout seeds", flush=True)

@@ -69,7 +69,7 @@ def combine(reports: Mapping[int, dict], curriculum: str) -> dict:
         entry.update({k: mean_cells([r[k] for r in runs]) for k in MATRICES})
         entry["success_matrix"] = pool_cells([r["success_matrix"] for r in runs])
         entry["baseline"] = mean_cells([r["baseline"] for r in runs])
-        entry.update(stages=runs[0]["stages"], gate=[g for r in runs for g in r["gate"]],
+        entry.update(stages=runs[0]["stages"], gate=[{**g, "seed": s} for s, r in zip(seeds, runs) for g in r["gate"]],
                      notes=list(dict.fromkeys(n for r in runs for n in r.get("notes", []))))
         probes = [r.get("text_probes") or {} for r in runs]
         entry["text_probes"] = {k: mean_cells([p.get(k) for p in probes]) for k in probes[0]}

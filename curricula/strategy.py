@@ -234,7 +234,7 @@ class MethodRun:
         row = self.evaluate(T - 1)
         for stage, r in zip(self.stages, row["rows"]):
             if r["metrics"]:
-                self.results["outputs"][stage.name] = {"kind": r["kind"], "after": {self.stages[-1].name: r["metrics"]}}
+                self.results["outputs"][stage.name] = {"kind": r["kind"]}  # record() adds its "after" metrics
         self.record(T - 1, row)
         for key in ("acc_matrix", "shuffled_matrix", "imitation_matrix", "success_matrix", "val_matrix"):
             self.results[key] = [[None] * T for _ in range(T - 1)] + self.results[key][-1:]

@@ -148,6 +148,12 @@ class Stage:
         """The score on `val`; None without a validation split."""
         return None
 
+    def rollout_episodes(self, cfg) -> int:
+        """Episodes per success cell: the stage's `rollout: {episodes}`, else `curriculum.eval.rollout_episodes`
+        (0 for a stage that does not act)."""
+        default = int(cfg.curriculum.eval.get("rollout_episodes") or 0)
+        return int((self.spec.get("rollout") or {}).get("episodes", default)) if self.acts else 0
+
     def steps(self, phase: str) -> int:
         return int(self.pt_steps) if phase == "pt" and self.pt else int(self.it_steps) if phase == "it" else 0
 

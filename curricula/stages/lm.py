@@ -114,13 +114,13 @@ class InputStage(TextLossStage):
         graft_modality(mm, self.modality, modality_cfg, modality_cfg.get("projector") or cfg.projector, adapter=adapter)
 
     def rollout_success(self, run) -> tuple[dict | None, str | None]:
-        eval_cfg = run.cfg.curriculum.eval
-        episodes = int(eval_cfg.get("rollout_episodes") or 0)
+        episodes = self.rollout_episodes(run.cfg)
         if not episodes:
-            return None, "curriculum.eval.rollout_episodes is 0"
+            return None, "no rollout episodes configured (curriculum.eval.rollout_episodes)"
         from graft.curricula.evaluate import success_rate
 
-        cell = success_rate(run.mm, run.env_cfg, self.modality, run.rollout_seeds[:episodes], int(eval_cfg.num_envs))
+        cell = success_rate(run.mm, run.env_cfg, self.modality, run.rollout_seeds[:episodes],
+                            int(run.cfg.curriculum.eval.num_envs))
         return cell, None if cell is not None else f"the env does not emit '{self.modality}'"
 
 

@@ -230,7 +230,7 @@ class OutputStage(Stage):
         samples = metrics.pop("generated")
         control = evaluate_output(run.mm, self.name, generator, shuffled_obs(self.test, run.seed * 1000 + self.index),
                                   seed=run.seed)["score"]
-        episodes = int(self.rollout_cfg.get("episodes", run.cfg.curriculum.eval.get("rollout_episodes") or 0))
+        episodes = self.rollout_episodes(run.cfg)
         cell = None
         if generator.kind == "action" and episodes and rollouts:
             num_envs = int(self.rollout_cfg.get("num_envs", run.cfg.curriculum.eval.get("num_envs", 4)))
