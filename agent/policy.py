@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from graft.agent.mmllm import MMLLM, Example
 from graft.agent.modalities.base import Modality
+from graft.envs.prompts import ACT_PROMPT, fill
 from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec, env_modality_specs
 
-PROMPT = "{tags}\nMission: {mission}\nWhat is the next action?"
+PROMPT = ACT_PROMPT  # "Mission: {mission}\nWhat is the next action?\n{tags}" (envs/prompts.py)
 NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
 
 
@@ -169,8 +170,7 @@ class Policy:
 
     def examples(self, obs: Mapping[str, Any], rows: Sequence[int] | None = None) -> list[Example]:
         """Rows `rows` (default: all) of a validated batch as prompts in `self.prompt`'s format."""
-        tags = "\n".join(f"<{m}>" for m in self.modalities)
-        return [Example(self.prompt.format(tags=tags, mission=obs["mission"][i]),
+        return [Example(fill(self.prompt, self.modalities, obs["mission"][i]),
                         {m: np.asarray(obs[m][i]) for m in self.modalities}, checked=True)
                 for i in (range(len(obs["mission"])) if rows is None else rows)]
 

@@ -2,6 +2,10 @@
 
 - `linear`: one linear map (LLaVA-1).
 - `mlp2x_gelu`: Linear → GELU → Linear (LLaVA-1.5).
+- `linear` and `mlp2x_gelu` take `tokens`: average-pool the projected tokens, laid out on their
+  square grid (the 7×7 BabyAI view, a ViT's patch grid), down to `tokens` (a square: 16 → 4×4,
+  9 → 3×3). A per-cell projection pooled afterwards keeps what each cell holds and roughly where;
+  the LLM reads fewer tokens, and every prompt token costs training and control-step time.
 - `resampler`: learned queries cross-attending to the features (Flamingo/BLIP-2 style); emits a
   fixed `num_queries` tokens whatever N is, so large images cost the LLM a fixed budget.
 
@@ -11,28 +15,45 @@ MM-LLM when a modality is grafted.
 from __future__ import annotations
 
 import torch
+import math
+
+import torch.nn.functional as F
 from torch import nn
 
 
+def pool_tokens(x: torch.Tensor, tokens: int | None) -> torch.Tensor:
+    """`(B, N, D)` tokens on their √N×√N grid, average-pooled to `tokens` (a square) → `(B, tokens, D)`."""
+    if tokens is None or tokens >= x.shape[1]:
+        return x
+    side, out = math.isqrt(x.shape[1]), math.isqrt(tokens)
+    if side * side != x.shape[1] or out * out != tokens:
+        raise ValueError(f"projector: pooling {x.shape[1]} tokens to {tokens} needs two square counts "
+                         f"(a {side}x{side} grid to e.g. 16 = 4x4)")
+    grid = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)  # (B, D, S, S)
+    return F.adaptive_avg_pool2d(grid, out).flatten(2).transpose(1, 2)  # (B, tokens, D)
+
+
 class LinearProjector(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, tokens: int | None = None):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim)
+        self.tokens = tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)  # (B, N, D)
+        return pool_tokens(self.proj(x), self.tokens)  # (B, N', D)
 
 
 class MLPProjector(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, depth: int = 2):
+    def __init__(self, in_dim: int, out_dim: int, depth: int = 2, tokens: int | None = None):
         super().__init__()
+        self.tokens = tokens
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
         for _ in range(depth - 1):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)  # (B, N, D)
+        return pool_tokens(self.mlp(x), self.tokens)  # (B, N', D)
 
 
 class ResamplerProjector(nn.Module):

@@ -101,7 +101,7 @@ def train(mm, device: str, rounds: int, batch: int = 8) -> dict:
 
     rng = np.random.default_rng(0)
     actions = ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
-    records = [{"prompt": "<grid>\nMission: go to the red ball\nWhat is the next action?", "modalities": ["grid"],
+    records = [{"prompt": "Mission: go to the red ball\nWhat is the next action?\n<grid>", "modalities": ["grid"],
                 "grid": mm.modalities["grid"].sample(rng), "response": actions[i % 7]} for i in range(batch)]
     examples = [Example(r["prompt"], {"grid": r["grid"]}, r["response"]) for r in records]
     trainer = StageTrainer(mm, "grid", "it")

@@ -36,7 +36,7 @@ def records(n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{"episode_seed": int(rng.integers(2**31)), "step": i % 64, "kind": "demo",
              "env": "BabyAI-GoToLocal-v0", "mission": "go to the red ball", "modalities": ["grid", "rgb"],
-             "prompt": "<grid>\n<rgb>\nMission: go to the red ball\nWhat is the next action?",
+             "prompt": "Mission: go to the red ball\nWhat is the next action?\n<grid>\n<rgb>",
              "response": "turn left", "action": [0.0],
              "grid": rng.integers(0, 11, (7, 7, 3), dtype=np.uint8),
              "rgb": rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)} for i in range(n)]

@@ -12,7 +12,8 @@ re-describe a modality an inner one describes (it then replaces that entry, in p
 
 A layer may also have `caption_prompts: {modality: (prompt, ...)}`, the instructions that ask for
 a caption; the outermost layer that names the modality wins, else `GENERIC_PROMPTS`. Each
-`Utterance` prompt starts with the placeholder `<name>` of the one modality it is about.
+`Utterance` prompt ends with the placeholder `<name>` of the one modality it is about (envs/prompts.py:
+static text first, the observation last).
 Describers may draw from `rng`; it is the same generator that picks the prompts, so the result is
 a deterministic function of (env state, obs, rng seed). The built-in ones draw from
 `observation_rng(<obs arrays>)` instead and ask at most one question per question group (`ask`).
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from graft.envs.factory import find_on_layers
+from graft.envs.prompts import observation_prompt, text_lines
 
 GENERIC_PROMPTS = ("Describe this observation.", "What does this reading show?", "Give a short caption.")
 
@@ -42,7 +44,7 @@ QAs = list[tuple[str, str]]
 class Utterance:
     kind: str  # "caption" | "qa"
     modality: str
-    prompt: str  # starts with "<modality>\n"
+    prompt: str  # "<instruction>\n<modality>" (envs/prompts.py)
     response: str
 
 
@@ -71,10 +73,10 @@ def describe(env: Any, obs: Mapping[str, Any], rng: np.random.Generator, questio
     """One caption and up to `questions` questions per described modality of `env` ([] if none)."""
     out = []
     for modality, (caption, qas) in describe_modalities(env, obs, rng).items():
-        tag = f"<{modality}>\n"
-        out.append(Utterance("caption", modality, tag + str(rng.choice(caption_prompts(env, modality))), caption))
+        prompt = str(rng.choice(caption_prompts(env, modality)))
+        out.append(Utterance("caption", modality, observation_prompt(prompt, [modality]), caption))
         for i in rng.permutation(len(qas))[:questions]:
-            out.append(Utterance("qa", modality, tag + qas[i][0], qas[i][1]))
+            out.append(Utterance("qa", modality, observation_prompt(qas[i][0], [modality]), qas[i][1]))
     return out
 
 
@@ -112,8 +114,10 @@ def ask(rng: np.random.Generator, options: Mapping[str, Sequence[str]]) -> tuple
 
 
 def question_group(prompt: str) -> str:
-    """The first two words of the prompt's last line, lowercased ("Where is the key?" → "where is")."""
-    return " ".join(prompt.split("\n")[-1].split()[:2]).lower()
+    """The first two words of the prompt's last text line (placeholder lines skipped), lowercased
+    ("Where is the key?\n<grid>" → "where is")."""
+    lines = text_lines(prompt)
+    return " ".join((lines[-1] if lines else "").split()[:2]).lower()
 
 
 def balance_answers(records: list[dict], seed: int) -> tuple[list[dict], dict]:

@@ -9,7 +9,7 @@ captions and questions for the modalities a describer on the wrapper chain talks
     step         int32          step index in the episode
     kind         str            "caption" | "qa" | "demo"
     modalities   list[str]      modalities the prompt uses; each appears as "<name>" in `prompt`
-    prompt       str            e.g. "<grid>\nHow many keys can you see?"
+    prompt       str            e.g. "How many keys can you see?\n<grid>" (envs/prompts.py)
     response     str            short verifiable answer; for demos the action name (discrete) or
                                 the continuous action as space-separated numbers
     action       list[float32]  demos: [action id] or the continuous action; [] otherwise
@@ -47,6 +47,7 @@ from graft.envs.atomic import write_json_atomic
 from graft.envs.captions import balance_answers, describe, describers
 from graft.envs.experts import ExpertFailure, make_expert
 from graft.envs.factory import make_env_factory
+from graft.envs.prompts import NEXT_ACTION, mission_prompt
 from graft.envs.spec import env_modality_specs
 
 DEFAULT_SPLITS = {"train": 0.8, "test": 0.2}
@@ -163,9 +164,8 @@ def run_episode(env: gym.Env, ep_seed: int, *, language_every: int = 2, question
                          "each+all": [[m] for m in mods] + [mods]}[demo_modalities]
         response, values = action_text(env, action)
         for modalities in demo_sets:
-            tags = "\n".join(f"<{m}>" for m in modalities)
             records.append({**base, "kind": "demo", "modalities": modalities, "response": response,
-                            "prompt": f"{tags}\nMission: {mission}\nWhat is the next action?",
+                            "prompt": mission_prompt(mission, NEXT_ACTION, modalities),
                             "action": values})
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from graft.agent.mmllm import Example
 from graft.curricula.stages.base import Batch, Stage, StageContext, StepLoss, fresh_agent, to_example
 from graft.curricula.stages.data import spread
+from graft.envs.prompts import GOAL_PROMPT, fill
 from omegaconf import OmegaConf
 
-GOAL_PROMPT = "{tags}\nMission: {mission}\nImagine the view when the mission is done."
 DEFAULT_EXECUTE = 8
 
 
@@ -51,8 +51,7 @@ def expert_trajectories(env_cfg: Mapping, expert_cfg: Mapping) -> dict:
 
 def goal_records(trajectories, inputs: Sequence[str]) -> list[dict]:
     """One record per episode: first observation + mission → final rgb view (and its caption)."""
-    tags = "\n".join(f"<{m}>" for m in inputs)
-    return [{"prompt": GOAL_PROMPT.format(tags=tags, mission=t.mission), "obs": {m: t.first[m] for m in inputs},
+    return [{"prompt": fill(GOAL_PROMPT, inputs, t.mission), "obs": {m: t.first[m] for m in inputs},
              "target": t.goal, "caption": t.goal_caption, "first_rgb": t.first.get("rgb"), "seed": t.seed}
             for t in trajectories]
 

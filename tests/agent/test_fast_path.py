@@ -31,7 +31,7 @@ def mm(request, tiny_mm):
 
 def examples(mm, rng, mods=("grid", "rgb")) -> list[Example]:
     tags = "\n".join(f"<{m}>" for m in mods)
-    return [Example(f"{tags}\nMission: {m}\nWhat is the next action?", {n: mm.modalities[n].sample(rng) for n in mods})
+    return [Example(f"Mission: {m}\nWhat is the next action?\n{tags}", {n: mm.modalities[n].sample(rng) for n in mods})
             for m in MISSIONS]
 
 
@@ -111,7 +111,7 @@ def test_packed_and_label_only_logits_give_the_same_loss_and_gradients(tiny_mm, 
     mm = tiny_mm(f"backbone={backbone}").eval()  # eval: no dropout, so the passes are comparable
     seeded_adapters(mm)
     params = mm.set_trainable("grid", "it")
-    batch = [Example("<grid>\nMission: go to the red ball\nWhat is the next action?",
+    batch = [Example("Mission: go to the red ball\nWhat is the next action?\n<grid>",
                      {"grid": mm.modalities["grid"].sample(rng)}, "left"),
              Example("What is two plus two?", {}, "four"),
              Example("<grid>\n<rgb>\nwhat do you see?", {"grid": mm.modalities["grid"].sample(rng),

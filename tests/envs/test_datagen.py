@@ -58,7 +58,7 @@ def test_babyai_answers_agree_with_the_stored_grid(babyai):
     checked = 0
     for row in ds:
         if row["kind"] == "qa":
-            modality, question = str(row["prompt"])[1:].split(">\n")
+            question, modality = str(row["prompt"])[:-1].split("\n<")
             assert row["response"] == expected_answer(modality, question, row["grid"]), question
             checked += 1
         if row["kind"] == "demo":

@@ -24,7 +24,7 @@ PLACES = {"ahead", "left", "right", "ahead left", "ahead right", "front", "back"
 
 
 def qa(modality: str, question: str, answer: str) -> dict:
-    return {"kind": "qa", "modalities": [modality], "prompt": f"<{modality}>\n{question}", "response": answer}
+    return {"kind": "qa", "modalities": [modality], "prompt": f"{question}\n<{modality}>", "response": answer}
 
 
 def answer_type(answer: str) -> str:
@@ -37,7 +37,9 @@ def answer_type(answer: str) -> str:
     raise AssertionError(f"answer {answer!r} is of no known type")
 
 
-def test_question_group_is_the_first_two_words_of_the_last_line():
+def test_question_group_is_the_first_two_words_of_the_last_text_line():
+    assert question_group("Where is the red ball?\n<grid>") == "where is"
+    assert question_group("Mission: go\nWhat is the next action?\n<grid>\n<rgb>") == "what is"
     assert question_group("<grid>\nWhere is the red ball?") == "where is"
     assert question_group("<rgb>\n<grid>\nHow   many keys?") == "how many"
     assert question_group("Yes?") == "yes?"
@@ -97,7 +99,7 @@ def check_questions(dd) -> None:
     for split in dd:
         for r in dd[split].select_columns(["kind", "modalities", "prompt", "response"]).to_list():
             if r["kind"] == "qa":
-                question = r["prompt"].split("\n")[-1]
+                question = r["prompt"].split("\n")[0]
                 asked[question].add(r["modalities"][0])
                 types[(r["modalities"][0], question_group(r["prompt"]))].add(answer_type(r["response"]))
     shared = {q: m for q, m in asked.items() if len(m) > 1}

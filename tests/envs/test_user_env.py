@@ -51,10 +51,10 @@ def test_force_gets_captions_questions_and_demos_temperature_only_demos(data):
     for m in ("grid", "rgb", "force", "temperature"):
         demos = [r for r in rows if r["kind"] == "demo" and r["modalities"] == [m]]
         assert len(demos) == len(steps)
-        assert all(r["prompt"].startswith(f"<{m}>\nMission: ") for r in demos)
+        assert all(r["prompt"].startswith("Mission: ") and r["prompt"].endswith(f"\n<{m}>") for r in demos)
     for r in rows:
         assert set(re.findall(r"<(\w+)>", r["prompt"])) == set(r["modalities"])
-    captions = [r["prompt"].split("\n", 1)[1] for r in rows if r["kind"] == "caption" and r["modalities"] == ["force"]]
+    captions = [r["prompt"].split("\n")[0] for r in rows if r["kind"] == "caption" and r["modalities"] == ["force"]]
     assert captions and set(captions) <= set(FORCE_PROMPTS)  # the wrapper's own caption prompts
 
 
@@ -63,7 +63,7 @@ def test_force_answers_agree_with_the_stored_force_column(data):
     assert data.features["force"].length == 3 and data.features["temperature"].length == 1
     checked = 0
     for row in ds:
-        if row["kind"] == "qa" and str(row["prompt"]).startswith("<force>"):
+        if row["kind"] == "qa" and str(row["prompt"]).endswith("<force>"):
             push, load = float(row["force"][0]), float(row["force"][1])
             if "pressing" in str(row["prompt"]):
                 assert row["response"] == ("yes" if push > 0 else "no")
@@ -103,7 +103,7 @@ def test_any_env_with_an_expert_on_a_wrapper_gets_demo_data():
     ds = generate_dataset(cfg, None, episodes=2, seed=0, splits={"train": 1.0}, progress=False)["train"]
     rows = ds.to_list()
     assert {r["kind"] for r in rows} == {"demo"} and {r["env"] for r in rows} == {"line"}
-    assert {r["response"] for r in rows} == {"right"} and rows[0]["prompt"].startswith("<position>\nMission: walk")
+    assert {r["response"] for r in rows} == {"right"} and rows[0]["prompt"].startswith("Mission: walk") and rows[0]["prompt"].endswith("\n<position>")
 
 
 def test_an_env_without_an_expert_is_a_clear_error():
