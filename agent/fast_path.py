@@ -5,12 +5,15 @@ what a discrete-action policy does at every control step. The slow way repeats t
 once per candidate (`MMLLM.score_repeated`), or asks `generate()` for a few tokens and
 string-matches them. `FastScorer.score` gives the same log-probabilities with:
 
-1. **A cached KV prefix.** The chat template's head (system prompt and the user-turn opener, the
-   tokens before the prompt's own text) is the same at every step. Its keys and values are
-   computed once per set of active adapters and weights, and expanded over the batch. Only this
-   head is cached: in graft's policy prompt the observation comes first, so the mission and the
-   question behind it are recomputed at every step (causal attention: their keys depend on the
-   observation tokens before them).
+1. **Cached KV prefixes.** graft's prompts put the static text first and the observation last
+   (envs/prompts.py): chat-template head, mission, question, then the placeholders. The text
+   before the first placeholder is the same at every control step of an episode, so its keys and
+   values are computed once per set of active adapters and weights and reused (causal attention:
+   they do not depend on what follows). The template head (the tokens before the prompt's own
+   text) is always cached; a prompt's whole static text is cached the second time it is seen, so
+   a policy pays for its mission and question once per episode and an evaluation pass over
+   one-off questions does not fill the cache. Examples with prefixes of different lengths share
+   one forward: their cached keys are left-padded and masked.
 2. **Candidates in one forward, as a token tree.** The candidates' token ids form a trie (shared
    first tokens, e.g. "turn left" / "turn right", appear once). Trie tokens are appended after
    the left-padded prompt and a 4D attention mask lets each attend to the prompt and to its own
@@ -79,7 +82,8 @@ class FastScorer:
     def __init__(self, mm, merge: bool = False, dtype: torch.dtype | None = None, cache_head: bool = True):
         self.mm, self.merge, self.dtype, self.cache_head = mm, merge, dtype, cache_head
         self._models: dict[tuple, torch.nn.Module] = {}  # (active adapters, fingerprint) -> merged copy
-        self._heads: dict[tuple, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self._prefixes: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # (key, ids) -> KV per layer
+        self._seen: dict[tuple, int] = {}  # (key, static ids) -> times asked for
         self._head_ids: list[int] | None = None
         self._lora: tuple | None = None  # (which model and adapters, their LoRA tensors)
         self._candidates: dict[tuple[str, ...], tuple[list[list[int]], Trie, torch.Tensor]] = {}
@@ -123,19 +127,40 @@ class FastScorer:
             self._head_ids = a[:n]
         return self._head_ids
 
-    def _head_kv(self, model, key: tuple, dtype: torch.dtype):
-        head = self.head_ids()
-        if key not in self._heads:
-            if len(self._heads) > 8:
-                self._heads.clear()
-            kv = []
-            if head:
-                cache = DynamicCache(config=model.config)
-                emb = self.mm.embed_tokens(head)[None].to(dtype)  # (1, H, D)
-                model(inputs_embeds=emb, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
-                kv = [(layer.keys, layer.values) for layer in cache.layers]  # each (1, heads, H, d)
-            self._heads[key] = (list(head), kv)
-        return self._heads[key]
+    def static_ids(self, prompt: str) -> list[int]:
+        """The prompt's tokens before its first placeholder or signal token (all of them if none)."""
+        ids, mm = self.mm.prompt_ids(prompt), self.mm
+        special = set(mm.placeholder_ids.values()) | {i for v in mm.signal_ids.values() for i in v}
+        return ids[: next((p for p, i in enumerate(ids) if i in special), len(ids))]
+
+    def _prefix_kv(self, model, key: tuple, ids: Sequence[int], dtype: torch.dtype):
+        """Keys and values of token ids `ids` alone, per layer `(1, heads, P, d)`, memoised per weights."""
+        memo_key = (key, tuple(ids))
+        if memo_key not in self._prefixes:
+            stale = [k for k in self._prefixes if k[0] != key]  # older weights: never served again
+            for k in stale:
+                del self._prefixes[k]
+            if len(self._prefixes) >= 64:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            cache = DynamicCache(config=model.config)
+            emb = self.mm.embed_tokens(list(ids))[None].to(dtype)  # (1, P, D)
+            model(inputs_embeds=emb, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+            self._prefixes[memo_key] = [(layer.keys, layer.values) for layer in cache.layers]
+        return self._prefixes[memo_key]
+
+    def _prefix_len(self, key: tuple, ids: list[int], static: list[int]) -> int:
+        """How much of a prompt to serve from the cache: its static text from the second time it is
+        seen (and when something of the prompt follows it), else the template head."""
+        head = self.head_ids() if self.cache_head else []
+        if ids[: len(head)] != head:
+            return 0
+        if not self.cache_head or len(static) <= len(head) or len(static) >= len(ids):
+            return len(head)
+        seen_key = (key, tuple(static))
+        if len(self._seen) > 4096:
+            self._seen.clear()
+        self._seen[seen_key] = self._seen.get(seen_key, 0) + 1
+        return len(static) if self._seen[seen_key] > 1 or (key, tuple(static)) in self._prefixes else len(head)
 
     # ---- scoring ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -150,11 +175,11 @@ class FastScorer:
         model, context, key = self._model(present)
         dtype = next(model.parameters()).dtype
         with context:
-            head, kv = self._head_kv(model, key, dtype) if self.cache_head else ([], [])
-            h = len(head)
-            if h and any(mm.prompt_ids(ex.prompt)[:h] != head for ex in examples):
-                h, kv = 0, []  # a prompt that does not start with the head: no cache for this batch
-            logp = self._forward(model, [seq[h:] for seq, _ in embedded], h, kv, trie, tree, dtype)
+            ids = [mm.prompt_ids(ex.prompt) for ex in examples]
+            cut = [self._prefix_len(key, i, self.static_ids(ex.prompt)) for i, ex in zip(ids, examples)]
+            kv = [self._prefix_kv(model, key, i[:c], dtype) if c else [] for i, c in zip(ids, cut)]
+            # a spliced prompt's rows equal its token positions up to the first placeholder
+            logp = self._forward(model, [seq[c:] for (seq, _), c in zip(embedded, cut)], cut, kv, trie, tree, dtype)
         B, K = len(examples), len(candidates)
         out = torch.zeros(B, K, dtype=torch.float32, device=logp.device)
         for k, path in enumerate(trie.paths):
@@ -181,44 +206,54 @@ class FastScorer:
             self._candidates[key] = (cand_ids, trie, tree)
         return self._candidates[key]
 
-    def _forward(self, model, suffixes: list[torch.Tensor], h: int, kv, trie: Trie, tree: torch.Tensor,
-                 dtype) -> torch.Tensor:
-        """One forward over left-padded prompt suffixes `(B, S)` + trie tokens `(T,)` after a cached
-        head of length h → log-probs at the prompt's last position and at each trie node `(B, 1+T, V)`."""
+    def _forward(self, model, suffixes: list[torch.Tensor], cut: list[int], kv: list, trie: Trie,
+                 tree: torch.Tensor, dtype) -> torch.Tensor:
+        """One forward over left-padded prompt suffixes `(B, S)` + trie tokens `(T,)` after cached
+        prefixes (example b: `cut[b]` tokens, keys/values `kv[b]`, left-padded to the longest, P)
+        → log-probs at the prompt's last position and at each trie node `(B, 1+T, V)`."""
         mm = self.mm
         B, T = len(suffixes), len(trie)
-        S = max(s.shape[0] for s in suffixes)
+        S, P = max(s.shape[0] for s in suffixes), max(cut)
         Q = S + T
         device = suffixes[0].device
         pad_row = mm.embed_tokens([mm.tokenizer.pad_token_id])[0].to(dtype)
         embeds = pad_row.expand(B, Q, -1).clone()  # (B, Q, D)
         if T:
             embeds[:, S:] = mm.embed_tokens(trie.token).to(dtype)  # (T, D)
-        allowed = torch.zeros(B, Q, h + Q, dtype=torch.bool, device=device)
-        allowed[:, :, :h] = True  # every query sees the cached head
+        allowed = torch.zeros(B, Q, P + Q, dtype=torch.bool, device=device)
         position = torch.zeros(B, Q, dtype=torch.long, device=device)
         causal = torch.ones(S, S, dtype=torch.bool, device=device).tril()
         tree = tree.to(device)
         depth = torch.tensor(trie.depth, dtype=torch.long, device=device)
         for b, s in enumerate(suffixes):
-            n, start = s.shape[0], S - s.shape[0]
+            n, start, h = s.shape[0], S - s.shape[0], cut[b]
             embeds[b, start:S] = s.to(dtype)
-            allowed[b, start:S, h + start : h + S] = causal[start:, start:]  # the prompt: causal
+            allowed[b, :, P - h : P] = True  # every query sees its own cached prefix
+            allowed[b, start:S, P + start : P + S] = causal[start:, start:]  # the prompt: causal
             pads = torch.arange(start, device=device)
-            allowed[b, pads, h + pads] = True  # pads see themselves only (never seen by real tokens)
-            allowed[b, S:, h + start : h + S] = True  # trie tokens see the whole real prompt
-            allowed[b, S:, h + S :] = tree
+            allowed[b, pads, P + pads] = True  # pads see themselves only (never seen by real tokens)
+            allowed[b, S:, P + start : P + S] = True  # trie tokens see the whole real prompt
+            allowed[b, S:, P + S :] = tree
             position[b, start:S] = h + torch.arange(n, device=device)
             position[b, S:] = h + n - 1 + depth
-        mask = torch.zeros(B, 1, Q, h + Q, dtype=dtype, device=device)
+        mask = torch.zeros(B, 1, Q, P + Q, dtype=dtype, device=device)
         mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)  # additive: 0 attend, min masked
         cache = None
-        if h:
+        if P:
             cache = DynamicCache(config=model.config)
-            for i, (k, v) in enumerate(kv):
-                cache.update(k.expand(B, -1, -1, -1).contiguous(), v.expand(B, -1, -1, -1).contiguous(), i)
+            for i in range(len(next(k for k in kv if k))):
+                keys, values = [], []
+                for b in range(B):
+                    if cut[b]:
+                        k, v = kv[b][i]  # (1, heads, cut[b], d)
+                    else:
+                        ref = next(k for k in kv if k)[i][0]
+                        k = v = ref.new_zeros(1, ref.shape[1], 0, ref.shape[3])
+                    pad = P - cut[b]
+                    keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                    values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+                cache.update(torch.cat(keys), torch.cat(values), i)
         keep = torch.arange(S - 1, Q, device=device)  # the prompt's last position, then the trie
         out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=cache is not None,
                     logits_to_keep=keep, **{cache_kwarg(model): cache})
         return torch.log_softmax(out.logits.float(), -1)  # (B, 1+T, V)
-

@@ -60,6 +60,24 @@ def test_without_head_cache_and_for_mixed_batches(mm, rng):
     torch.testing.assert_close(mm.score(mixed, ACTIONS), slow, rtol=1e-4, atol=1e-4)
 
 
+def test_static_text_is_cached_from_its_second_sight_and_gives_the_same_scores(mm, rng):
+    scorer = FastScorer(mm)
+    first = examples(mm, rng)  # three missions: the static text of each is new
+    slow = mm.score_repeated(first, ACTIONS)
+    torch.testing.assert_close(scorer.score(first, ACTIONS), slow, rtol=1e-4, atol=1e-4)
+    head = len(scorer.head_ids())
+    assert {len(ids) for _, ids in scorer._prefixes} == {head}  # only the template head so far
+    again = [Example(ex.prompt, {k: mm.modalities[k].sample(rng) for k in ex.obs}) for ex in first[:2]]
+    new = Example("Mission: go to the green key\nWhat is the next action?\n<grid>", {"grid": mm.modalities["grid"].sample(rng)})
+    mixed = again + [Example("Name a colour.", {}), new]  # cached, cached, head only, new
+    torch.testing.assert_close(scorer.score(mixed, ACTIONS), mm.score_repeated(mixed, ACTIONS), rtol=1e-4, atol=1e-4)
+    cached = sorted(len(ids) for _, ids in scorer._prefixes)
+    statics = sorted(len(scorer.static_ids(ex.prompt)) for ex in again)
+    assert cached == sorted([head] + statics) and min(statics) > head  # mission + question are cached
+    seeded_adapters(mm, seed=1)  # new weights: the cached keys are stale and must not be served
+    torch.testing.assert_close(scorer.score(again, ACTIONS), mm.score_repeated(again, ACTIONS), rtol=1e-4, atol=1e-4)
+
+
 def test_merged_adapters_give_the_same_logits_and_scores(mm, rng):
     batch = examples(mm, rng)
     mm.route(["grid", "rgb"])
