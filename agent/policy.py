@@ -183,6 +183,7 @@ class Agent(Policy):
 
     name = "checkpoint"
     reader = "agent"
+    deterministic = True  # argmax over scored action names / greedy decoding of the prompt of this step alone
 
     def __init__(self, mm: MMLLM, action_space: gym.Space, action_names: Sequence[str] | None = None,
                  modalities: Sequence[str] | None = None, prompt: str = PROMPT, max_new_tokens: int = 32,

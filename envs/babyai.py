@@ -13,7 +13,8 @@ OBJECT_TO_IDX / COLOR_TO_IDX / STATE_TO_IDX. Actions are Discrete(7), named in A
 `info["is_success"]` is True on the step that completes the mission.
 
 Its language (`describe`, `caption_prompts`: graft.envs.babyai_language) and its expert
-(`make_expert`: minigrid's BabyAIBot, graft.envs.experts) are found through the wrapper chain.
+(`make_expert`: minigrid's BabyAIBot, graft.envs.experts) are found through the wrapper chain, and
+so is `state_key()`, the exact level state that `graft.envs.rollout`'s `stop_on_revisit` compares.
 """
 from __future__ import annotations
 
@@ -102,6 +103,24 @@ class BabyAIEnv(gym.Env):
         """The expert for this level: `BabyAIExpert(**kwargs)` (BabyAIBot with step/time budgets)."""
         return BabyAIExpert(**kwargs)
 
+    # -- exact state (found by graft.envs.rollout's stop_on_revisit) ------------------------------
+    def state_key(self) -> tuple | None:
+        """A hashable snapshot of everything the level's next observations, rewards and ends depend on,
+        the step count aside; None before the first reset. Two equal keys in one episode mean the
+        agent is back in an exact state it was in: a memoryless deterministic policy then loops.
+
+        It holds the agent's position and direction, what it carries, every grid cell's (object,
+        colour, state) encoding (the grid encoding) with a box's contents, the mission verifier's
+        progress (which sub-instruction is done, what it saw carried, where its objects are) and the
+        level's random generator state (unchanged by the static levels' steps; a level that draws
+        on every step, e.g. moving obstacles, practically never repeats a key)."""
+        env = self.minigrid
+        if env.agent_pos is None or env.grid is None:
+            return None
+        return (tuple(int(v) for v in env.agent_pos), int(env.agent_dir), _object_key(env.carrying),
+                tuple(_object_key(cell) for cell in env.grid.grid), _instr_key(getattr(env, "instrs", None)),
+                _frozen(env.np_random.bit_generator.state))
+
     # -- gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -130,6 +149,34 @@ class BabyAIEnv(gym.Env):
             "direction": int(obs["direction"]),
             "mission": obs["mission"],
         }
+
+
+def _object_key(obj: Any) -> tuple | None:
+    """A world object's (object, colour, state) encoding and, for a box, what it contains."""
+    if obj is None:
+        return None
+    return obj.encode(), _object_key(getattr(obj, "contains", None))
+
+
+def _instr_key(instr: Any) -> tuple | None:
+    """The progress a BabyAI mission verifier keeps between steps, for its whole instruction tree."""
+    if instr is None:
+        return None
+    done = tuple(getattr(instr, k, None) for k in ("a_done", "b_done", "lastStepMatch"))
+    carried = getattr(instr, "preCarrying", None)
+    tracked = tuple(tuple(tuple(int(v) for v in pos) for pos in getattr(instr, k).obj_poss)
+                    for k in ("desc", "desc_move", "desc_fixed") if hasattr(instr, k))
+    children = tuple(_instr_key(getattr(instr, k, None)) for k in ("instr_a", "instr_b"))
+    return type(instr).__name__, done, None if carried is None else id(carried), tracked, children
+
+
+def _frozen(value: Any) -> Any:
+    """A random generator's state (nested dicts, ints, arrays) as a hashable."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in sorted(value.items()))
+    if isinstance(value, np.ndarray):
+        return value.tobytes()
+    return value
 
 
 make_babyai_env = BabyAIEnv  # the configs' `_target_`, with BabyAIEnv's keyword arguments

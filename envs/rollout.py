@@ -11,6 +11,8 @@ missions a tuple of str), `infos` its batched info dict. A policy may also have
 
     reset(env_ids)   called with the sub-envs whose episode starts now (all of them first)
     wrap_env(env)    a picklable callable applied to every sub-env when it is built
+    deterministic    True: its actions are a function of the current observation alone (no sampling,
+                     no memory across steps), which turns `stop_on_revisit` on by default
 
 Every episode is explicitly seeded: episode k is reset with `seeds[k]`, or with `seed + k` when no
 `seeds` are given, so policies run on the same seeds see the same starting states, however many
@@ -20,6 +22,23 @@ sub-env that finishes runs unseeded filler episodes, not recorded, until the oth
 episodes are fixed by their seeds, so short ones are not favoured. The summary lists the seeds
 under `seeds`; its `records` hold one entry per episode, sorted by episode, with its seed, sub-env
 and success. Every action is validated against the action space first (ActionError).
+
+`stop_on_revisit` ends an episode at the first exact state it has already been in, e.g. a greedy policy
+turning on the spot or walking into a wall. The state is the env's `state_key()`, a hashable taken
+where the policy acts (after reset and after every step that did not end the episode) from the
+outermost layer of the wrapper chain that defines it, so wrappers do not hide it; BabyAIEnv's holds
+the agent's pose, what it carries, the whole grid, the mission verifier's progress and the RNG. The
+stop is exact: the policy's action is a function of the observation, and the observation and the
+next state are functions of the state (a static level draws no random numbers while stepping), so a
+repeated state repeats the whole future: the episode cycles through states none of which ended it
+until it is truncated. Its record is what the full run would give, `success` False and `return` what
+it had (BabyAI rewards success only: 0.0), with `length` the steps actually run and
+`stopped_at_revisit` True; the summary says whether the stop was on (`stop_on_revisit`) and counts
+these episodes (`stopped_at_revisit`). stop_on_revisit=None turns it on when the policy declares
+`deterministic = True`, True whatever the policy (the caller vouches for it); either way only where
+every sub-env has a state key. A wrapper whose observations are not a function of the inner state
+(noise, a memory of its own) defines its own `state_key`, or `state_key = None` to turn the stop off.
+The random and expert policies do not declare `deterministic` (the BabyAI bot keeps a plan).
 
 `make_policy("expert" | "random", env)` builds the two reference policies; the expert runs inside
 each sub-env (experts.ExpertInfo). `vector="async"` spawns workers without shared memory, because
@@ -39,7 +58,7 @@ import gymnasium as gym
 import numpy as np
 from graft.envs.actions import validate_actions
 from graft.envs.atomic import write_json_atomic
-from graft.envs.factory import EnvFactory, env_config_dir, load_env_config, make_env_factory
+from graft.envs.factory import EnvFactory, env_config_dir, env_layers, load_env_config, make_env_factory
 from tqdm.auto import tqdm
 
 __all__ = ["EnvFactory", "ExpertPolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
@@ -137,9 +156,11 @@ def rollout(
     vector: str = "sync",
     frames: int = 16,
     seeds: Sequence[int] | None = None,
+    stop_on_revisit: bool | None = None,
 ) -> dict:
     """One episode per seed in `seeds`, else `episodes` (default 10) episodes seeded seed, seed + 1, ...,
-    on `num_envs` sub-envs; return (and write) the summary."""
+    on `num_envs` sub-envs; return (and write) the summary. `stop_on_revisit`: end an episode at its
+    first repeated exact state (module docstring); None: when the policy declares `deterministic`."""
     seeds = _seed_list(episodes, seed, seeds)
     episodes = len(seeds)
     if episodes < 1 or num_envs < 1:
@@ -149,16 +170,23 @@ def rollout(
     if getattr(policy, "wrap_env", None) is not None:
         factory = functools.partial(_wrapped, factory, policy.wrap_env)
     venv = make_vector_env(factory, num_envs, vector, autoreset=gym.vector.AutoresetMode.DISABLED)
+    if stop_on_revisit is None:
+        stop_on_revisit = bool(getattr(policy, "deterministic", False))
     running = np.arange(num_envs)  # episode index on each sub-env; -1: a filler episode
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=int)
     records, frames_seen = [], []  # frames_seen: rgb (H, W, 3) of episode 0, on sub-env 0
-    started, steps = time.perf_counter(), 0
+    started, steps, stopped = time.perf_counter(), 0, 0
+    state_keys = None  # sub-env ids -> their state keys, where episodes stop at a revisit
+    visited: list[set] = [set() for _ in range(num_envs)]  # state keys of each sub-env's episode so far
     bar = tqdm(total=episodes, disable=not progress, desc="rollout", unit="ep")
     try:
         obs, infos = venv.reset(seed=seeds[:num_envs])
         collecting = frames > 0 and "rgb" in obs
         if collecting:
             frames_seen.append(np.array(obs["rgb"][0]))
+        state_keys = _state_key_reader(venv) if stop_on_revisit else None
+        if state_keys is not None:
+            _restart_visits(visited, state_keys, np.arange(num_envs))
         if hasattr(policy, "reset"):
             policy.reset(np.arange(num_envs))
         upcoming = num_envs
@@ -169,12 +197,23 @@ def rollout(
             returns += reward
             lengths += 1
             ended = terminated | truncated
+            revisited = np.zeros(num_envs, dtype=bool)
+            if state_keys is not None:
+                live = np.flatnonzero(~ended)
+                for i, key in zip(live, state_keys(live)):
+                    if key is not None and key in visited[i]:
+                        revisited[i] = True
+                    elif key is not None:
+                        visited[i].add(key)
+                ended = ended | revisited
             if collecting:
                 frames_seen.append(np.array(obs["rgb"][0]))
                 collecting = not ended[0]
             for i in np.flatnonzero(ended):
                 if running[i] >= 0:
-                    records.append(_record(int(running[i]), seeds[running[i]], int(i), returns[i], lengths[i], infos))
+                    records.append(_record(int(running[i]), seeds[running[i]], int(i), returns[i], lengths[i], infos,
+                                           None if state_keys is None else bool(revisited[i])))
+                    stopped += bool(revisited[i])
                     bar.update(1)
                 returns[i], lengths[i] = 0.0, 0
             if not ended.any() or len(records) == episodes:
@@ -187,6 +226,8 @@ def rollout(
                     upcoming += 1
             obs, reset_infos = venv.reset(seed=reset_seeds, options={"reset_mask": ended})
             infos = _merge_infos(infos, reset_infos, ended)
+            if state_keys is not None:
+                _restart_visits(visited, state_keys, np.flatnonzero(ended))
             if hasattr(policy, "reset"):
                 policy.reset(np.flatnonzero(ended))
     finally:
@@ -200,6 +241,7 @@ def rollout(
         "mean_return": float(np.mean([r["return"] for r in records])),
         "mean_length": float(np.mean([r["length"] for r in records])),
         "env_steps": steps, "seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 1),
+        "stop_on_revisit": state_keys is not None, "stopped_at_revisit": stopped,
         "seeds": seeds, "records": sorted(records, key=lambda r: r["episode"]),
     }
     if out_dir is not None:
@@ -214,13 +256,51 @@ def rollout(
     return summary
 
 
-def _record(episode: int, seed: int, env_index: int, total: float, length: int, infos: dict) -> dict:
-    """One finished episode, from the batched infos of the step that ended it on sub-env `env_index`."""
+def _record(episode: int, seed: int, env_index: int, total: float, length: int, infos: dict,
+            stopped_at_revisit: bool | None = None) -> dict:
+    """One finished episode, from the batched infos of the step that ended it on sub-env `env_index`;
+    `stopped_at_revisit` (None: the stop was off) marks one ended at a repeated state: it fails."""
     record = {"episode": episode, "seed": seed, "env_index": env_index, "return": float(total),
               "length": int(length), "success": bool(_info(infos, "is_success", env_index))}
+    if stopped_at_revisit is not None:
+        record["stopped_at_revisit"] = stopped_at_revisit
+        record["success"] = record["success"] and not stopped_at_revisit
     if _info(infos, "expert_failed", env_index) is not None:
         record["expert_failed"] = bool(_info(infos, "expert_failed", env_index))
     return record
+
+
+def _state_key_reader(venv: gym.vector.VectorEnv) -> Callable[[Sequence[int]], list] | None:
+    """`keys(env_ids)` -> the current state key of each of these sub-envs (None where its `state_key`
+    returns None), or None when some sub-env has no `state_key` method. SyncVectorEnv: each sub-env's
+    outermost layer that defines `state_key`; AsyncVectorEnv: the same, asked in the workers (`call`)."""
+    if isinstance(venv, gym.vector.SyncVectorEnv):
+        methods = [_state_key_method(env) for env in venv.envs]
+        if any(m is None for m in methods):
+            return None
+        return lambda ids: [methods[i]() for i in ids]
+    if not all(venv.call("has_wrapper_attr", "state_key")):  # a worker that raised would be lost: ask first
+        return None
+
+    def keys(ids: Sequence[int]) -> list:
+        every = venv.call("state_key") if len(ids) else ()
+        return [every[i] for i in ids]
+    return keys
+
+
+def _state_key_method(env: gym.Env) -> Callable[[], Any] | None:
+    """`state_key` of the outermost layer that defines it (a wrapper may set it to None: no key)."""
+    for layer in env_layers(env):
+        if hasattr(layer, "state_key"):
+            method = layer.state_key
+            return method if callable(method) else None
+    return None
+
+
+def _restart_visits(visited: list[set], state_keys: Callable[[Sequence[int]], list], env_ids: np.ndarray) -> None:
+    """These sub-envs start an episode: their visited states are just the starting one."""
+    for i, key in zip(env_ids, state_keys(env_ids)):
+        visited[i] = set() if key is None else {key}
 
 
 def _info(infos: dict, key: str, i: int) -> Any:
