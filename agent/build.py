@@ -44,9 +44,17 @@ def _plain(cfg: Any) -> Any:
 
 
 def build_modality(name: str, cfg: Mapping[str, Any]):
-    cfg = dict(_plain(cfg))
+    cfg = {k: v for k, v in dict(_plain(cfg)).items() if k not in ("tokens", "projector")}  # the projector's (below)
     cfg["name"] = name
     return hydra.utils.instantiate(cfg, _convert_="all")
+
+
+def bound(modality, mm: MMLLM):
+    """`modality`, bound to `mm`'s vocabulary first if its encoder reads it (grid_words): its feature
+    width is the LLM's, known only then."""
+    if hasattr(modality, "bind"):
+        modality.bind(mm)
+    return modality
 
 
 def build_projector(cfg: Mapping[str, Any], in_dim: int, out_dim: int):
@@ -55,8 +63,14 @@ def build_projector(cfg: Mapping[str, Any], in_dim: int, out_dim: int):
 
 def graft_modality(mm: MMLLM, name: str, modality_cfg: Mapping, projector_cfg: Mapping,
                    adapter: str | None = None) -> None:
-    """Build modality `name` and its projector from configs and graft them onto `mm`."""
-    modality = build_modality(name, modality_cfg)
+    """Build modality `name` and its projector from configs and graft them onto `mm`. A modality
+    config's `tokens` (LLM tokens per observation) is passed to the projector: `tokens` for the
+    pooling projectors, `num_queries` for the resampler."""
+    modality = bound(build_modality(name, modality_cfg), mm)
+    tokens = dict(_plain(modality_cfg)).get("tokens")
+    if tokens:
+        projector_cfg = dict(_plain(projector_cfg))
+        projector_cfg["num_queries" if "Resampler" in projector_cfg["_target_"] else "tokens"] = int(tokens)
     projector = build_projector(projector_cfg, modality.feature_dim, mm.embed_dim)
     mm.graft(name, modality, projector, adapter=adapter)
     mm.graft_configs[name] = {"modality": _plain(modality_cfg), "projector": _plain(projector_cfg),
@@ -217,7 +231,7 @@ def load_mmllm(folder: str | Path) -> MMLLM:
         mm.bank.load(adapter, folder / "adapters" / adapter)
     for name, g in meta["grafts"].items():
         if g["modality"] is not None:
-            modality = build_modality(name, g["modality"])
+            modality = bound(build_modality(name, g["modality"]), mm)
             modality.load_state_dict(load_file(folder / "modalities" / f"{name}.safetensors"))
             projector = build_projector(g["projector"], modality.feature_dim, mm.embed_dim)
             projector.load_state_dict(load_file(folder / "projectors" / f"{name}.safetensors"))

@@ -83,6 +83,8 @@ class MMLLM(nn.Module):
             raise ValueError(f"modality is named '{modality.name}' but grafted as '{name}'")
         if projector is None:
             raise ValueError(f"modality '{name}' needs an input projector")
+        if hasattr(modality, "bind"):  # an encoder that reads the LLM's own vocabulary (grid_words)
+            modality.bind(self)
         token = f"<{name}>"
         self.tokenizer.add_tokens([token], special_tokens=True)
         self.placeholder_ids[name] = self.tokenizer.convert_tokens_to_ids(token)

@@ -14,9 +14,9 @@ MM-LLM when a modality is grafted.
 """
 from __future__ import annotations
 
-import torch
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -34,10 +34,21 @@ def pool_tokens(x: torch.Tensor, tokens: int | None) -> torch.Tensor:
 
 
 class LinearProjector(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, tokens: int | None = None):
+    """`init="identity"` (in_dim == out_dim) starts as the identity map: for encoders that already
+    emit the LLM's own embeddings (agent/modalities/grid_words.py)."""
+
+    def __init__(self, in_dim: int, out_dim: int, tokens: int | None = None, init: str = "default"):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim)
         self.tokens = tokens
+        if init == "identity":
+            if in_dim != out_dim:
+                raise ValueError(f"projector: an identity init needs in_dim == out_dim, got {in_dim} -> {out_dim}")
+            with torch.no_grad():
+                self.proj.weight.copy_(torch.eye(out_dim))
+                self.proj.bias.zero_()
+        elif init != "default":
+            raise ValueError(f"projector init must be 'default' or 'identity', got {init!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool_tokens(self.proj(x), self.tokens)  # (B, N', D)

@@ -2,12 +2,19 @@
 
 `optimizer_step` is where every training loop of graft takes its step (backward, clip, AdamW,
 zero grad); curricula/engine.py calls it for every stage kind, `StageTrainer` for single batches of
-MM PT or MM IT (what each trains: `MMLLM.set_trainable`). The frozen parts get no gradient and no
+MM PT or MM IT (what each trains: `MMLLM.set_trainable`). `training_precision` picks the forward's
+precision by measuring the host: hosts of one machine kind differ (on an AVX2-only CPU bf16
+matmuls run ~8× slower than fp32, on an AVX-512-BF16 one several times faster), so `auto` times
+both at the model's width and autocasts to bf16 only where bf16 is clearly faster; the trained
+weights (LoRA, projectors) and the optimiser stay fp32 either way. The frozen parts get no gradient and no
 optimiser state. `trainable_report` tells how many parameters each grafted name owns.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -28,6 +35,46 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return value
+
+
+@functools.lru_cache(maxsize=8)
+def matmul_speed(width: int, dtype: torch.dtype, rows: int = 256, repeats: int = 5) -> float:
+    """GFLOP/s of a `(rows, width) @ (width, 4*width)` matmul in `dtype` on this host (best of `repeats`)."""
+    a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, 4 * width, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * width * 4 * width / max(best, 1e-9) / 1e9
+
+
+def training_precision(choice: str, width: int, faster_by: float = 1.5) -> dict:
+    """{"dtype": "float32" | "bfloat16", "gflops": {...}, "reason"} for training at hidden size `width`.
+
+    `choice` float32 or bfloat16 is taken as given; `auto` measures both (`matmul_speed`) and picks
+    bf16 when it is at least `faster_by` times faster (CUDA: bf16 where the device supports it)."""
+    if choice not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"training precision must be auto, float32 or bfloat16, got {choice!r}")
+    if choice != "auto":
+        return {"dtype": choice, "reason": "set by the config"}
+    if width < 256:  # a tiny model's step is overhead-bound: autocast adds casts and saves no matmul time
+        return {"dtype": "float32", "reason": f"hidden size {width} < 256: too small for bf16 to pay"}
+    if torch.cuda.is_available():
+        ok = torch.cuda.is_bf16_supported()
+        return {"dtype": "bfloat16" if ok else "float32", "reason": "CUDA device " + ("with" if ok else "without") + " bf16"}
+    fp32, bf16 = matmul_speed(width, torch.float32), matmul_speed(width, torch.bfloat16)
+    pick = "bfloat16" if bf16 >= faster_by * fp32 else "float32"
+    return {"dtype": pick, "gflops": {"float32": round(fp32, 1), "bfloat16": round(bf16, 1)},
+            "reason": f"bf16 matmuls {bf16 / fp32:.2f}x fp32 on this host (bf16 needs >= {faster_by}x)"}
+
+
+def autocast(dtype: str):
+    """The forward's autocast context for a `training_precision` dtype (fp32: none)."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=getattr(torch, dtype))
 
 
 class StageTrainer:

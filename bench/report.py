@@ -8,7 +8,7 @@ CONTROL_NOTES = {
     "generate": "baseline: peft model (adapters unmerged), HF `generate()` on the full prompt, greedy, string match",
     "repeated": "graft before: `score_repeated`, full prompt once per action name (B*K rows)",
     "tree": "action names as a token tree after the prompt, one forward, logits only where needed",
-    "tree+prefix": "+ cached KV of the chat-template head (system prompt + user-turn opener)",
+    "tree+prefix": "+ cached KV of the prompt's static text (template head, mission, question: all before the observation)",
     "graft": "+ adapters merged into a deployment copy (`Agent(deploy=True)`): graft's path",
     "graft_bf16": "graft's path on a bfloat16 copy (other precision; not the headline)",
 }
@@ -35,12 +35,13 @@ def control_lines(rows: dict) -> list[str]:
     out = ["## Control step (observation → action)", "",
            ("One BabyAI GoToLocal observation in, one of its action names out, batch 1, medians of interleaved "
             "rounds. Tokens: positions run through the transformer per step; FLOP floor: 2 × (body parameters × "
-            "tokens + LM-head parameters × logit positions) ÷ the measured fp32 matmul rate."), ""]
+            "tokens + LM-head parameters × logit positions) ÷ the measured matmul rate of the row's precision."), ""]
     for bb, r in rows.items():
         out += [(f"### {bb}: {r['speedup_vs_generate']}× generate() "
                  f"({r['variants']['graft']['hz']} Hz vs {r['variants']['generate']['hz']} Hz)"), "",
                 f"Modalities {', '.join(r['modalities'])}; prompt {r['prompt_tokens']} tokens, of which "
-                f"{r['cached_head_tokens']} are the cached template head; {len(r['actions'])} actions = "
+                f"{r['cached_head_tokens']} are the cached static text (template head {r.get('template_head_tokens', '?')}); "
+                f"{len(r['actions'])} actions = "
                 f"{r['tree_tokens']} token-tree nodes; generate() makes {r['generate_new_tokens']} new tokens "
                 f"(the longest action name + end token); body {r['params_body'] / 1e6:.2f} M / LM head "
                 f"{r['params_head'] / 1e6:.2f} M parameters. Same action as the slow path on "
@@ -127,7 +128,7 @@ def optimisation_lines(b: dict) -> list[str]:
     """Each optimisation with its before/after ratio, from the rows measured in this run."""
     steps = [("control", "repeated", "tree",
               "action names scored in one forward as a token tree (was: prompt repeated per action)"),
-             ("control", "tree", "tree+prefix", "cached KV of the chat-template head"),
+             ("control", "tree", "tree+prefix", "cached KV of the static text before the observation"),
              ("control", "tree+prefix", "graft", "adapters merged into a deployment copy"),
              ("control", "generate", "graft", "all of it, against the generate() baseline"),
              ("control", "graft", "graft_bf16", "bfloat16 deployment copy (other precision, opt-in: Agent(dtype=...))"),

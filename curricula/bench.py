@@ -7,9 +7,17 @@ and writes both files (at the repository root unless `out_dir=` says otherwise).
 a ratio against a baseline measured in the same run, with the absolute numbers beside it.
 
 bench.json headline keys (the rest of the report is under "benchmarks"):
-    control_step_speedup_vs_generate   graft's control step over HF generate() (headline backbone)
+    control_step_speedup_vs_generate   graft's control step (fp32) over HF generate() (fp32; headline backbone)
+    control_step_speedup_vs_generate_auto  graft's control step in the dtype `dtype=auto` picks on this host
+    control_step_agreement[_auto]      share of observations with the reference action (fp32 generate()'s
+                                       where its text names an action, else fp32 graft's)
     control_step_hz                    graft's control steps per second (headline backbone)
-    train_overhead_vs_plain_loop       graft's stage loop time per sample over a plain peft loop's, -1
+    cpu_capability                     what the host offers (torch dispatch level, avx2/avx512f/avx512_bf16/amx_bf16)
+    train_speedup_vs_plain_loop        samples/s of graft's onboarding loop as `graft onboard` runs it over
+                                       the plain peft loop users write today (old layout, fp32); also
+                                       _<backbone>, and _smollm2 for SmolLM2-135M
+    train_overhead_vs_plain_loop       graft's stage loop (fp32, no packing) time per sample over a plain
+                                       peft loop's on the same layout, -1
     train_overhead_vs_plain_loop_packed  the same with padding-free packing + label-only logits
     rollout_speedup_8_envs             env-steps/s on 8 envs over one env at a time (tiny model)
     replay_*                           replay memory at the largest size measured
@@ -64,7 +72,9 @@ def _run_control(s: dict, mod, flops: float) -> dict:
 
 
 def _run_train(s: dict, mod, flops: float) -> dict:
-    return {bb: mod.run(bb, rounds=int(v["rounds"]), steps=int(v["steps"])) for bb, v in s["train"]["backbones"].items()}
+    variants = s["train"].get("variants") or mod.VARIANTS
+    return {bb: mod.run(bb, rounds=int(v["rounds"]), steps=int(v["steps"]), variants=list(variants))
+            for bb, v in s["train"]["backbones"].items()}
 
 
 def _run_rollouts(s: dict, mod, flops: float) -> dict:
@@ -93,22 +103,53 @@ def headline(report: dict, backbone: str) -> dict:
     if "control" in b:
         pick = backbone if backbone in b["control"] else next(iter(b["control"]))
         row = b["control"][pick]
+        v = row["variants"]
         out.update(control_step_backbone=pick, control_step_speedup_vs_generate=row["speedup_vs_generate"],
-                   control_step_hz=row["variants"]["graft"]["hz"],
-                   control_step_generate_hz=row["variants"]["generate"]["hz"],
-                   control_step_times_flop_floor=row["variants"]["graft"]["times_floor"])
-        if "graft_bf16" in row["variants"]:
-            out["control_step_speedup_vs_generate_bf16"] = row["variants"]["graft_bf16"]["speedup_vs_generate"]
+                   control_step_hz=v["graft"]["hz"], control_step_generate_hz=v["generate"]["hz"],
+                   control_step_times_flop_floor=v["graft"]["times_floor"])
+        if "graft_bf16" in v:
+            out["control_step_speedup_vs_generate_bf16"] = v["graft_bf16"]["speedup_vs_generate"]
+        if "graft_auto" in v:
+            out.update(control_step_speedup_vs_generate_auto=row["speedup_vs_generate_auto"],
+                       control_step_auto_dtype=row["auto"]["dtype"], control_step_auto_hz=v["graft_auto"]["hz"],
+                       control_step_agreement=row["agreement"]["graft"],
+                       control_step_agreement_auto=row["agreement"]["graft_auto"],
+                       control_step_agreement_reference=(f"{row['reference']['generate']} of {row['observations']} "
+                                                         f"observations: fp32 generate()'s action; the rest: fp32 "
+                                                         f"graft's (generate()'s text named no action)"))
         for bb, r in b["control"].items():
             out[f"control_step_speedup_vs_generate_{bb}"] = r["speedup_vs_generate"]
+            if "speedup_vs_generate_auto" in r:
+                out[f"control_step_speedup_vs_generate_auto_{bb}"] = r["speedup_vs_generate_auto"]
+        if row.get("cpu_capability"):
+            out["cpu_capability"] = row["cpu_capability"]
     if "train" in b:
         pick = backbone if backbone in b["train"] else next(iter(b["train"]))
-        out.update(train_backbone=pick, train_overhead_vs_plain_loop=b["train"][pick]["overhead"],
-                   train_samples_per_s=b["train"][pick]["graft"]["samples_per_s"])
-        out["train_overhead_vs_plain_loop_packed"] = b["train"][pick]["overhead_packed"]
+        row = b["train"][pick]
+        out["train_backbone"] = pick
+        if "speedup_vs_plain_today" in row:
+            out.update(train_speedup_vs_plain_loop=row["speedup_vs_plain_today"],
+                       train_samples_per_s=row["graft_onboard"]["samples_per_s"],
+                       train_plain_loop_samples_per_s=row["plain_today"]["samples_per_s"],
+                       train_tokens_per_sample=row["graft_onboard"]["tokens_per_sample"],
+                       train_plain_loop_tokens_per_sample=row["plain_today"]["tokens_per_sample"],
+                       train_precision=row["precision"]["dtype"])
+            if row["precision"].get("gflops"):
+                g = row["precision"]["gflops"]
+                out["train_precision_bf16_over_fp32_matmul"] = round(g["bfloat16"] / g["float32"], 2)
+        if "overhead" in row:
+            out["train_overhead_vs_plain_loop"] = row["overhead"]
+        if "overhead_packed" in row:
+            out["train_overhead_vs_plain_loop_packed"] = row["overhead_packed"]
         for bb, r in b["train"].items():
-            out[f"train_overhead_vs_plain_loop_{bb}"] = r["overhead"]
-            out[f"train_overhead_vs_plain_loop_packed_{bb}"] = r["overhead_packed"]
+            if "speedup_vs_plain_today" in r:
+                out[f"train_speedup_vs_plain_loop_{bb}"] = r["speedup_vs_plain_today"]
+                if bb.startswith("smollm2"):
+                    out["train_speedup_vs_plain_loop_smollm2"] = r["speedup_vs_plain_today"]
+            if "overhead" in r:
+                out[f"train_overhead_vs_plain_loop_{bb}"] = r["overhead"]
+            if "overhead_packed" in r:
+                out[f"train_overhead_vs_plain_loop_packed_{bb}"] = r["overhead_packed"]
     if "rollouts" in b:
         for bb, r in b["rollouts"].items():
             most = max(r["num_envs"], key=int)
@@ -159,7 +200,7 @@ def run_bench(cfg) -> dict:
     out = Path(s["out_dir"]) if s.get("out_dir") else repo_root()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "bench.json", report)
-    write_text_atomic(out / "BENCHMARKS.md", report_mod.markdown(report))
+    write_text_atomic(out / "BENCHMARKS.md", markdown(report, report_mod))
     report["files"] = [str(out / "BENCHMARKS.md"), str(out / "bench.json")]
     return report
 
@@ -171,9 +212,20 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"control step ({report['control_step_backbone']}): {report['control_step_hz']} Hz, "
                      f"{report['control_step_speedup_vs_generate']}x generate() "
                      f"({report['control_step_generate_hz']} Hz); {report['control_step_times_flop_floor']}x its FLOP floor")
+    if "control_step_speedup_vs_generate_auto" in report:
+        lines.append(f"control step in the dtype auto picks ({report['control_step_auto_dtype']}): "
+                     f"{report['control_step_auto_hz']} Hz, {report['control_step_speedup_vs_generate_auto']}x fp32 "
+                     f"generate(); same action {report['control_step_agreement_auto']:.0%} (fp32 graft "
+                     f"{report['control_step_agreement']:.0%})")
+    if "train_speedup_vs_plain_loop" in report:
+        lines.append(f"training ({report['train_backbone']}, precision {report['train_precision']}): "
+                     f"{report['train_samples_per_s']} samples/s, {report['train_speedup_vs_plain_loop']}x the plain "
+                     f"peft loop users write today ({report['train_plain_loop_samples_per_s']} samples/s; "
+                     f"{report['train_tokens_per_sample']} vs {report['train_plain_loop_tokens_per_sample']} "
+                     f"tokens per sample)")
     if "train_overhead_vs_plain_loop" in report:
-        lines.append(f"training ({report['train_backbone']}): {report['train_samples_per_s']} samples/s, overhead vs "
-                     f"a plain peft loop {report['train_overhead_vs_plain_loop']:+.1%}")
+        lines.append(f"training machinery ({report['train_backbone']}, fp32, same layout): overhead vs a plain peft "
+                     f"loop {report['train_overhead_vs_plain_loop']:+.1%}")
     for key, value in report.items():
         if key.startswith("rollout_speedup_") and key.endswith("_envs"):
             lines.append(f"rollouts: {key[len('rollout_speedup_'):].replace('_', ' ')} {value}x one env at a time")
@@ -186,3 +238,90 @@ def summary_lines(report: dict) -> list[str]:
                      f"{report['server_round_trip_over_model']}x the in-process model time")
     lines.append(f"{report['seconds']['total']} s -> {', '.join(report.get('files', []))}")
     return lines
+
+
+# ---- BENCHMARKS.md ----------------------------------------------------------------------------------
+def markdown(report: dict, report_mod) -> str:
+    """bench/report.py's BENCHMARKS.md with the against-today section after the headline table."""
+    text = report_mod.markdown(report)
+    extra = baseline_lines(report, report_mod.table)
+    if not extra:
+        return text
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line == "## Headline"), None)
+    at = next((i for i, line in enumerate(lines) if start is not None and i > start and line.startswith("## ")),
+              len(lines))
+    return "\n".join(lines[:at] + extra + lines[at:])
+
+
+def _mark(value) -> str:
+    return "yes" if value is True else "no" if value is False else "?"
+
+
+def baseline_lines(report: dict, table) -> list[str]:
+    """graft against what users write today: the training loop and the control step, with the host."""
+    b = report["benchmarks"]
+    train = {bb: r for bb, r in b.get("train", {}).items() if "plain_today" in r and "graft_onboard" in r}
+    control = {bb: r for bb, r in b.get("control", {}).items() if "graft_auto" in r["variants"]}
+    if not train and not control:
+        return []
+    out = ["## Against what users write today", ""]
+    cap = report.get("cpu_capability") or next((r.get("cpu_capability") for r in control.values()), None)
+    if cap:
+        flags = ", ".join(f"{f} {_mark(cap.get(f))}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+        host = cap.get("model") or report["machine"]["cpu"]
+        out += [(f"Host: {host}; torch CPU dispatch {cap.get('torch')}; {flags}. Which precision is faster "
+                 "depends on these (bf16 is several times slower than fp32 without native bf16 instructions), so "
+                 "graft measures it on the host."), ""]
+    if train:
+        out += ["### Training: an onboarding stage (MM IT of the grid stage)", "",
+                ("Same records, batch size, AdamW and grad clip on both sides. plain_today: a peft + transformers "
+                 "loop as users write it — the backbone's chat template as shipped (SmolLM2: with its default "
+                 "system prompt), the observation placeholder first, its own LLaVA-1.5 projector over all 49 grid "
+                 "cells, fp32, right-padded, full-vocabulary logits. graft_onboard: graft's loop as `graft onboard` "
+                 "runs it by default — static text first and the observation last, the config's compact template, "
+                 "16 pooled grid tokens, padding-free packing where it saves FLOPs, LM head only at labelled "
+                 "positions, `precision: auto`."), ""]
+        rows = []
+        for bb, r in train.items():
+            for side in ("plain_today", "graft_onboard"):
+                v = r[side]
+                rows.append([bb, side, r["grid_tokens"][side if side == "plain_today" else "graft"], v["precision"],
+                             v["tokens_per_sample"], v["positions_per_sample"], v["logit_positions_per_sample"],
+                             v["step_ms"], v["samples_per_s"],
+                             "baseline" if side == "plain_today" else f"{v['speedup_vs_plain_today']}×"])
+        out += table(["backbone", "loop", "grid tokens", "precision", "tokens/sample", "positions/sample",
+                             "logit positions/sample", "ms/step", "samples/s", "speedup"], rows)
+        for bb, r in train.items():
+            p = r["precision"]
+            measured = (f" (bf16 {p['gflops']['bfloat16']} vs fp32 {p['gflops']['float32']} GFLOP/s)"
+                        if p.get("gflops") else "")
+            out.append(f"- {bb}: precision auto chose {p['dtype']}: {p.get('reason', '')}{measured}; "
+                       f"packed batches {r['graft_onboard'].get('packed_batches', 0):.0%}.")
+        example = next(iter(train.values()))["prompts"]
+        out += ["", f"Prompts — graft: `{example['graft']!r}`; plain_today: `{example['plain_today']!r}`.", ""]
+    if control:
+        out += ["### Control step: observation → action, batch 1", "",
+                ("generate: the peft model (adapters unmerged), HF `generate()` on the full prompt at every step, "
+                 "greedy, string match, fp32. graft: `Agent(deploy=True)` — merged adapters, the prompt's static text "
+                 "(template, mission, question) served from a KV cache after an episode's first step, action names "
+                 "scored as a token tree in one forward. graft_auto: the same in the dtype `dtype=auto` picks here."),
+                ""]
+        rows = []
+        for bb, r in control.items():
+            for name in ("generate", "graft", "graft_auto"):
+                v = r["variants"][name]
+                agree = "reference" if name == "generate" else f"{r['agreement'][name]:.0%}"
+                rows.append([bb, name, v["dtype"], v["ms"], v["hz"], f"{v['speedup_vs_generate']}×", agree,
+                             v["tokens"], f"{v['times_floor']}×"])
+        out += table(["backbone", "path", "dtype", "ms", "Hz", "vs generate (fp32)", "same action",
+                             "tokens", "× FLOP floor"], rows)
+        for bb, r in control.items():
+            a, ref = r["auto"], r["reference"]
+            out.append(f"- {bb}: auto chose {a['dtype']} ({a.get('source', '')}): {a.get('reason', '')}. Reference "
+                       f"action: fp32 generate()'s on {ref['generate']} of {r['observations']} observations, fp32 "
+                       f"graft's on the other {ref['graft_fp32']} (generate()'s text named no action). Matmul "
+                       f"fp32 {r['matmul_gflops']} / bf16 {r.get('matmul_gflops_bf16')} GFLOP/s.")
+        out.append("")
+    return out
+

@@ -99,7 +99,8 @@ def text_probes(cfg, stages, text: dict, out: Path):
         return None
     cache = out / "text_probes.json"
     if pretrained:
-        probes = TextProbes("language")
+        size = cfg.get("text_probes") or {}
+        probes = TextProbes("language", passages=int(size.get("passages", 32)), max_items=size.get("max_items"))
     else:
         probes = TextProbes("templates", {"val": text["val"], "test": text["test"]})
     if cache.exists():
@@ -116,7 +117,11 @@ def text_probes(cfg, stages, text: dict, out: Path):
 
         probes.base_vocab = base_vocab_size(mm)
         print("self-distilled text mix: the base model's own answers to a separate prompt set", flush=True)
-        text["train"] = saved["text_mix"] = self_distilled_records(mm, distill_prompts())
+        prompts = distill_prompts()
+        keep = (cfg.get("text_probes") or {}).get("distill_prompts")
+        if keep and int(keep) < len(prompts):
+            prompts = prompts[:: -(-len(prompts) // int(keep))]
+        text["train"] = saved["text_mix"] = self_distilled_records(mm, prompts)
     probes.measure_before(mm)
     write_json_atomic(cache, {**saved, "before": probes.before, "base_vocab": probes.base_vocab, "label": probes.label})
     return probes

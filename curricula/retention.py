@@ -29,15 +29,21 @@ SPLITS = ("val", "test")
 class TextProbes:
     """Text-only measurements of a model; `before` holds the base model's, per split."""
 
-    def __init__(self, kind: str, items: Mapping[str, Sequence[dict]] | None = None, base_vocab: int | None = None):
+    def __init__(self, kind: str, items: Mapping[str, Sequence[dict]] | None = None, base_vocab: int | None = None,
+                 passages: int = 32, max_items: int | None = None):
+        """`passages` (perplexity) and `max_items` (knowledge, every k-th item so every family stays)
+        size the language probes; a smoke run shrinks them, a real run keeps the defaults."""
         if kind not in ("language", "templates"):
             raise ValueError(f"text probes are 'language' or 'templates', got {kind!r}")
-        self.kind, self.items, self.base_vocab = kind, dict(items or {}), base_vocab
+        self.kind, self.items, self.base_vocab, self.passages = kind, dict(items or {}), base_vocab, int(passages)
         self.before: dict[str, dict] = {}
         if kind == "language":
             from graft.curricula.language_probes import knowledge_chance, knowledge_items
 
-            self.items = {split: knowledge_items(split) for split in SPLITS}
+            def cap(rows: list[dict]) -> list[dict]:
+                return rows if not max_items or len(rows) <= max_items else rows[:: -(-len(rows) // max_items)]
+
+            self.items = {split: cap(knowledge_items(split)) for split in SPLITS}
             self.chance = knowledge_chance(self.items["test"])
         else:
             self.chance = chance(self.items["test"])
@@ -51,10 +57,15 @@ class TextProbes:
     def measure(self, mm, split: str) -> dict[str, Any]:
         if self.kind == "templates":
             return {"knowledge": accuracy(mm, self.items[split]), "items": len(self.items[split])}
-        from graft.curricula.language_probes import divergence, divergence_prompts, heldout_passages
-        from graft.curricula.language_probes import knowledge_accuracy, perplexity
+        from graft.curricula.language_probes import (
+            divergence,
+            divergence_prompts,
+            heldout_passages,
+            knowledge_accuracy,
+            perplexity,
+        )
 
-        out = {"perplexity": perplexity(mm, heldout_passages(split)),
+        out = {"perplexity": perplexity(mm, heldout_passages(split, count=self.passages)),
                "knowledge": knowledge_accuracy(mm, self.items[split]), "items": len(self.items[split])}
         if split == "test":
             out["divergence"] = divergence(mm, divergence_prompts(), base_vocab=self.base_vocab)

@@ -82,7 +82,7 @@ def build_agent(cfg, env) -> tuple[Agent | ChunkPolicy, dict[str, Any]]:
     backbone = mm.build_config.get("backbone", {})
     model = {"checkpoint": checkpoint, "backbone": backbone.get("name") or backbone.get("pretrained"),
              "adapters": list(mm.bank.names), "routing": mm.routing, "versions": versions,
-             "modalities": list(policy.modalities)}
+             "modalities": list(policy.modalities), "precision": getattr(policy, "precision", None)}
     if isinstance(policy, ChunkPolicy):
         gen = policy.generator
         model.update(output=policy.output,

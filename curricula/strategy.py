@@ -55,6 +55,10 @@ class MethodRun:
             "baseline": [b.get("blind") for b in baselines], "text_probes": {}, "text_probes_val": {},
             "gate": [], "loss_curves": {}, "trainable_params": {}, "notes": [], "seconds": 0.0, "outputs": {},
         }
+        from graft.agent.training import training_precision
+
+        # measured once per process (cached), kept in the results so a resumed run trains the same way
+        self.results["precision"] = training_precision(str(cfg.get("precision", "auto")), self.mm.embed_dim)
         self.optimizer: torch.optim.Optimizer | None = None
         self.resume_optimizer: dict | None = None
         self.start_weights: dict | None = None  # the stage's starting weights (the gate rolls back to them)

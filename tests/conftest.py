@@ -1,4 +1,7 @@
-"""Shared test setup: one thread, offline hub, offscreen MuJoCo, tiny seeded agents."""
+"""Shared test setup: one thread, offline hub, offscreen MuJoCo, tiny seeded agents.
+
+The shipped configs default to SmolLM2-135M; tests compose them on the tiny random Llama unless a
+test names a backbone (`tiny_backbone_by_default`; subprocess tests pass `backbone=tiny_llama`)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +16,31 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+TINY = "backbone=tiny_llama"
+WITH_BACKBONE = ("onboard", "serve", "ros2", "chat")  # the configs with a backbone group (not bench)
+
+
+def with_tiny_backbone(overrides) -> list[str]:
+    """`overrides` with `backbone=tiny_llama` in front unless they choose a backbone themselves."""
+    overrides = list(overrides)
+    named = any(o.lstrip("+~").split("=")[0].split("@")[0] == "backbone" for o in overrides)
+    return overrides if named else [TINY, *overrides]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tiny_backbone_by_default():
+    from graft.curricula import config
+
+    real = config.compose_config
+
+    def compose(name, overrides=()):
+        return real(name, with_tiny_backbone(overrides) if name in WITH_BACKBONE else list(overrides))
+
+    config.compose_config = compose
+    yield
+    config.compose_config = real
 
 
 @pytest.fixture

@@ -5,9 +5,12 @@ import json
 import math
 
 HEADLINE = ["control_step_speedup_vs_generate", "control_step_hz", "control_step_generate_hz",
-            "control_step_times_flop_floor", "control_step_speedup_vs_generate_bf16", "train_overhead_vs_plain_loop",
-            "train_samples_per_s", "rollout_speedup_8_envs", "replay_insert_us", "replay_sample256_ms",
-            "replay_disk_bytes_per_sample", "replay_resident_mb", "server_round_trip_ms_p50",
+            "control_step_times_flop_floor", "control_step_speedup_vs_generate_bf16",
+            "control_step_speedup_vs_generate_auto", "control_step_agreement", "control_step_agreement_auto",
+            "train_speedup_vs_plain_loop", "train_speedup_vs_plain_loop_tiny_llama", "train_plain_loop_samples_per_s",
+            "train_tokens_per_sample", "train_plain_loop_tokens_per_sample", "train_overhead_vs_plain_loop",
+            "train_overhead_vs_plain_loop_packed", "train_samples_per_s", "rollout_speedup_8_envs", "replay_insert_us",
+            "replay_sample256_ms", "replay_disk_bytes_per_sample", "replay_resident_mb", "server_round_trip_ms_p50",
             "server_round_trip_over_model"]
 
 
@@ -35,17 +38,31 @@ def test_quick_bench_writes_both_files_with_every_figure(compose, tmp_path):
     b = saved["benchmarks"]
     assert set(b) == {"control", "train", "rollouts", "memory", "server"}
     variants = b["control"]["tiny_llama"]["variants"]
-    assert {"generate", "repeated", "tree", "tree+prefix", "graft", "graft_bf16"} <= set(variants)
-    assert b["control"]["tiny_llama"]["same_action_as_repeated"] == 1.0  # the fast path picks the same actions
+    assert {"generate", "repeated", "tree", "tree+prefix", "graft", "graft_bf16", "graft_auto"} <= set(variants)
+    control = b["control"]["tiny_llama"]
+    assert control["same_action_as_repeated"] == 1.0  # the fast path picks the same actions
+    assert control["auto"]["dtype"] in ("float32", "bfloat16")
+    assert variants["graft_auto"]["dtype"] == control["auto"]["dtype"]
+    assert all(0.0 <= control["agreement"][k] <= 1.0 for k in ("graft", "graft_auto"))
+    assert control["reference"]["generate"] + control["reference"]["graft_fp32"] == control["observations"]
+    assert control["cached_head_tokens"] > control["template_head_tokens"]  # the mission and question are cached too
+    assert {"torch", "avx2", "avx512f", "avx512_bf16", "amx_bf16"} <= set(saved["cpu_capability"])
     assert set(b["rollouts"]["tiny_llama"]["num_envs"]) == {"1", "4", "8"}
-    for side in ("graft", "plain"):
-        assert b["train"]["tiny_llama"][side]["samples_per_s"] > 0 and b["train"]["tiny_llama"][side]["tokens_per_s"] > 0
+    train = b["train"]["tiny_llama"]
+    for side in ("graft", "graft_packed", "plain", "plain_today", "graft_onboard"):
+        assert train[side]["samples_per_s"] > 0 and train[side]["tokens_per_s"] > 0, side
+    # the baseline users write today reads all 49 grid cells, graft 16 pooled tokens
+    assert train["grid_tokens"] == {"graft": 16, "plain_today": 49}
+    assert train["plain_today"]["tokens_per_sample"] > train["graft_onboard"]["tokens_per_sample"]
+    assert train["prompts"]["graft"].endswith("<grid>") and train["prompts"]["plain_today"].startswith("<grid>\n")
+    assert train["graft_onboard"]["precision"] == train["precision"]["dtype"]
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    for section in ("## Control step", "## Training throughput", "## Vectorised rollouts", "## Replay memory",
-                    "## Policy server round trip", saved["machine"]["versions"]["torch"]):
+    for section in ("## Against what users write today", "## Control step", "## Training throughput",
+                    "## Vectorised rollouts", "## Replay memory", "## Policy server round trip", saved["machine"]["versions"]["torch"]):
         assert section in md
     lines = summary_lines(report)
     assert any("control step" in line for line in lines) and str(tmp_path) in lines[-1]
+    assert any("users write today" in line for line in lines)
 
 
 def test_only_selects_benchmarks_and_rejects_unknown_names(compose, tmp_path):

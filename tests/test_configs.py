@@ -41,11 +41,11 @@ def test_backbone_config_instantiates(compose, name):
 
 
 @pytest.mark.parametrize("name", group_options("modality"))
-def test_modality_config_instantiates_and_encodes(compose, rng, name):
-    from graft.agent.build import build_modality
+def test_modality_config_instantiates_and_encodes(compose, rng, name, tiny_mm):
+    from graft.agent.build import bound, build_modality
 
     cfg = compose("chat", [f"+modality@modalities.extra={name}"]).modalities.extra
-    modality = build_modality(name, cfg)
+    modality = bound(build_modality(name, cfg), tiny_mm())  # grid_words reads the LLM's vocabulary
     batch = np.stack([modality.sample(rng), modality.sample(rng)])
     features = modality(batch)
     assert features.ndim == 3 and features.shape[0] == 2 and features.shape[2] == modality.feature_dim

@@ -15,6 +15,27 @@ from torch import nn
 NUM_OBJECTS, NUM_COLORS, NUM_STATES = 11, 6, 3
 
 
+def view_spec(name: str, view_size: int) -> ModalitySpec:
+    return ModalitySpec(name, (view_size, view_size, 3), "uint8", 0, NUM_OBJECTS - 1,
+                        "symbolic view: (object, colour, state) per cell")
+
+
+def sample_view(rng: np.random.Generator, view_size: int) -> np.ndarray:
+    """A random symbolic view `(V, V, 3)` uint8 (every index in range)."""
+    cells = [rng.integers(0, n, (view_size, view_size)) for n in (NUM_OBJECTS, NUM_COLORS, NUM_STATES)]
+    return np.stack(cells, -1).astype(np.uint8)
+
+
+def check_indices(spec: ModalitySpec, value: np.ndarray) -> np.ndarray:
+    """`value` if its object / colour / state indices are in range, else an error naming the channel."""
+    for channel, (label, size) in enumerate(zip(("object", "colour", "state"), (NUM_OBJECTS, NUM_COLORS, NUM_STATES))):
+        top = int(value[..., channel].max()) if value.size else 0
+        if top >= size:
+            raise ObservationError(f"modality {spec.describe()}: {label} index {top} in channel "
+                                   f"{channel}, expected < {size}")
+    return value
+
+
 class GridModality(Modality):
     def __init__(self, name: str = "grid", view_size: int = 7, feature_dim: int = 32, seed: int = 0):
         super().__init__(name)
@@ -28,8 +49,7 @@ class GridModality(Modality):
 
     @property
     def spec(self) -> ModalitySpec:
-        return ModalitySpec(self.name, (self.view_size, self.view_size, 3), "uint8", 0, NUM_OBJECTS - 1,
-                            "symbolic view: (object, colour, state) per cell")
+        return view_spec(self.name, self.view_size)
 
     @property
     def feature_dim(self) -> int:
@@ -40,18 +60,10 @@ class GridModality(Modality):
         return x.to(self.position_embed.device).flatten(1, 2)  # (B, 49, 3)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
-        shape = (self.view_size, self.view_size)
-        cells = [rng.integers(0, n, shape) for n in (NUM_OBJECTS, NUM_COLORS, NUM_STATES)]
-        return np.stack(cells, -1).astype(np.uint8)
+        return sample_view(rng, self.view_size)
 
     def validate(self, value, batched: bool = True) -> np.ndarray:
-        value = super().validate(value, batched)
-        for channel, (label, size) in enumerate(zip(("object", "colour", "state"), (NUM_OBJECTS, NUM_COLORS, NUM_STATES))):
-            top = int(value[..., channel].max()) if value.size else 0
-            if top >= size:
-                raise ObservationError(f"modality {self.spec.describe()}: {label} index {top} in channel "
-                                       f"{channel}, expected < {size}")
-        return value
+        return check_indices(self.spec, super().validate(value, batched))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return (self.object_embed(x[..., 0]) + self.color_embed(x[..., 1]) + self.state_embed(x[..., 2])

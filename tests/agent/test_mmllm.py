@@ -21,10 +21,21 @@ def test_placeholder_is_replaced_by_the_modality_tokens(mm, rng):
     ex = Example("<grid> where is the ball?", obs(mm, rng, "grid"), "ahead")
     text_len = len(mm.prompt_ids(ex.prompt))
     (spliced,) = mm.embed_prompts([ex])
-    assert spliced.shape == (text_len - 1 + 49, mm.embed_dim)  # grid: one token per cell
+    assert spliced.shape == (text_len - 1 + 16, mm.embed_dim)  # grid: 49 cells pooled to 16 tokens (grid.yaml)
     n_grid = mm.projectors["grid"](mm.modalities["grid"](ex.obs["grid"][None]))[0]
+    assert n_grid.shape == (16, mm.embed_dim)
     start = mm.prompt_ids(ex.prompt).index(mm.placeholder_ids["grid"])
-    assert torch.allclose(spliced[start : start + 49], n_grid)
+    assert torch.allclose(spliced[start : start + 16], n_grid)
+
+
+def test_the_modality_token_budget_reaches_the_projector(tiny_mm, rng):
+    full = tiny_mm("modalities.grid.tokens=null")
+    (spliced,) = full.embed_prompts([Example("<grid> hi", obs(full, rng, "grid"))])
+    assert spliced.shape[0] == len(full.prompt_ids("<grid> hi")) - 1 + 49  # one token per cell
+    nine = tiny_mm("modalities.grid.tokens=9")
+    assert nine.projectors["grid"](nine.modalities["grid"](obs(nine, rng, "grid")["grid"][None])).shape[1] == 9
+    with pytest.raises(ValueError, match="square"):
+        tiny_mm("modalities.grid.tokens=10").projectors["grid"](torch.zeros(1, 49, 32))
 
 
 def test_labels_ignore_prompt_and_modality_positions(mm, rng):

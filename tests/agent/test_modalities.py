@@ -9,9 +9,12 @@ from graft.envs.spec import ObservationError
 
 
 @pytest.fixture(params=group_options("modality"))
-def modality(request, compose):
+def modality(request, compose, tiny_mm):
     cfg = compose("chat", [f"+modality@modalities.m={request.param}"]).modalities.m
-    return build_modality(request.param, cfg)
+    built = build_modality(request.param, cfg)
+    if hasattr(built, "bind"):  # an encoder that reads the LLM's vocabulary (grid_words)
+        built.bind(tiny_mm())
+    return built
 
 
 def test_encoder_is_frozen_and_stays_in_eval_mode(modality):

@@ -40,7 +40,7 @@ def test_signal_tokens_are_added_and_read_from_the_learned_table(mm, rng):
     ex = Example(f"<grid> then {head.signal_text} done", {"grid": mm.modalities["grid"].sample(rng)})
     (seq,) = mm.embed_prompts([ex])
     ids = mm.prompt_ids(ex.prompt)
-    start = ids.index(mm.signal_ids["goal"][0]) + 49 - 1  # the grid placeholder before it became 49 tokens
+    start = ids.index(mm.signal_ids["goal"][0]) + 16 - 1  # the grid placeholder before it became 16 tokens
     assert torch.equal(seq[start:start + K], head.signal)
 
 

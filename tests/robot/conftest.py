@@ -24,7 +24,8 @@ class ServerProcess:
     """`python -m graft.curricula.cli serve ...` with its output in a file (no pipe to fill up)."""
 
     def __init__(self, log: Path, *overrides: str, port: int = 0):
-        self.log, self.overrides = log, [f"port={port}", *overrides]
+        tiny = [] if any(o.startswith("backbone=") for o in overrides) else ["backbone=tiny_llama"]  # tests' default
+        self.log, self.overrides = log, [f"port={port}", *tiny, *overrides]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRAFT_SERVE_TOKEN": ""}
         self._out = open(log, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "graft.curricula.cli", "serve", *self.overrides],
