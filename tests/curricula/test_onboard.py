@@ -99,6 +99,7 @@ def test_the_default_gate_rolls_back_a_stage_that_really_forgets(tmp_path, compo
     overwrites the text skills the text stage taught, the validation drop is beyond the budget and
     the noise, and the gate restores the stage's starting weights (a real run, nothing forced)."""
     cfg = compose("onboard", [*small_overrides, "steps_scale=0.5", "curriculum.text.test=96",
+                              "curriculum.stages.2.it_steps=300",  # rgb trains as long as grid: enough to forget
                               "curriculum.eval.rollout_episodes=0", "compare=[naive]", f"run_dir={tmp_path}",
                               "+methods.naive.gate=${methods.graft.gate}"])
     r = onboard(cfg)["methods"]["naive"]
