@@ -130,7 +130,7 @@ class MMLLM(nn.Module):
                 raise ValueError(f"one adapter trains at a time; {names} use {sorted(adapters)}")
             self.training_adapter = adapters.pop()
         self.bank._active = None  # force the next route() to reset LoRA requires_grad
-        self.route(self.modalities.keys())
+        self.route([*self.modalities.keys(), *names])  # gated routing: the trained output adapter too
         return [p for p in self.parameters() if p.requires_grad]
 
     def route(self, present: Sequence[str]) -> None:
@@ -141,6 +141,9 @@ class MMLLM(nn.Module):
             names = [n for n in names if n in present or (n not in self.modalities and n not in self.outputs)]
         trainable = self.training_adapter if self.training_adapter in names else None
         self.bank.route(names, trainable)
+        if self.training_adapter and trainable is None:  # off for this input (gated), still learning:
+            for p in self.bank.lora_parameters(self.training_adapter):  # it stays in the optimiser's graph
+                p.requires_grad_(True)
 
     # ---- inputs --------------------------------------------------------------------------------
     def check(self, example: Example) -> None:
