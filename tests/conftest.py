@@ -64,6 +64,20 @@ def tiny_mm(compose):
 
 
 @pytest.fixture
+def seed_lora():
+    """`seed(mm, seed=0)`: random non-zero LoRA B matrices, so every adapter changes the logits."""
+
+    def seed(mm, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in mm.bank.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+
+    return seed
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

@@ -13,19 +13,10 @@ ACTIONS = ["left", "right", "forward", "pick up", "pick up the key", "drop", "to
 MISSIONS = ["go to the red ball", "open the door", "pick up the purple key next to the green box on your left"]
 
 
-def seeded_adapters(mm, seed: int = 0) -> None:
-    """Random non-zero LoRA B matrices, so every adapter changes the logits."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in mm.bank.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
 @pytest.fixture(params=["tiny_llama", "tiny_qwen2", "tiny_gpt2"])
-def mm(request, tiny_mm):
+def mm(request, tiny_mm, seed_lora):
     mm = tiny_mm(f"backbone={request.param}").eval()  # grid + rgb: two adapters, stacked
-    seeded_adapters(mm)
+    seed_lora(mm)
     return mm
 
 
@@ -60,7 +51,7 @@ def test_without_head_cache_and_for_mixed_batches(mm, rng):
     torch.testing.assert_close(mm.score(mixed, ACTIONS), slow, rtol=1e-4, atol=1e-4)
 
 
-def test_static_text_is_cached_from_its_second_sight_and_gives_the_same_scores(mm, rng):
+def test_static_text_is_cached_from_its_second_sight_and_gives_the_same_scores(mm, rng, seed_lora):
     scorer = FastScorer(mm)
     first = examples(mm, rng)  # three missions: the static text of each is new
     slow = mm.score_repeated(first, ACTIONS)
@@ -74,7 +65,7 @@ def test_static_text_is_cached_from_its_second_sight_and_gives_the_same_scores(m
     cached = sorted(len(ids) for _, ids in scorer._prefixes)
     statics = sorted(len(scorer.static_ids(ex.prompt)) for ex in again)
     assert cached == sorted([head] + statics) and min(statics) > head  # mission + question are cached
-    seeded_adapters(mm, seed=1)  # new weights: the cached keys are stale and must not be served
+    seed_lora(mm, seed=1)  # new weights: the cached keys are stale and must not be served
     torch.testing.assert_close(scorer.score(again, ACTIONS), mm.score_repeated(again, ACTIONS), rtol=1e-4, atol=1e-4)
 
 
@@ -93,28 +84,28 @@ def test_merged_adapters_give_the_same_logits_and_scores(mm, rng):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_merged_copy_and_head_cache_follow_adapter_updates(mm, rng):
+def test_merged_copy_and_head_cache_follow_adapter_updates(mm, rng, seed_lora):
     batch = examples(mm, rng)
     scorer = mm.scorer(merge=True)
     before = scorer.score(batch, ACTIONS)
-    seeded_adapters(mm, seed=1)  # in-place update, as an optimiser step does
+    seed_lora(mm, seed=1)  # in-place update, as an optimiser step does
     after = scorer.score(batch, ACTIONS)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, mm.score_repeated(batch, ACTIONS), rtol=1e-4, atol=1e-4)
 
 
-def test_gated_routing_one_adapter_per_batch(tiny_mm, rng):
+def test_gated_routing_one_adapter_per_batch(tiny_mm, rng, seed_lora):
     mm = tiny_mm("routing=gated").eval()
-    seeded_adapters(mm)
+    seed_lora(mm)
     for mods in (("grid",), ("rgb",), ("grid", "rgb")):
         batch = examples(mm, rng, mods)
         torch.testing.assert_close(mm.scorer(merge=True).score(batch, ACTIONS), mm.score_repeated(batch, ACTIONS),
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_deployed_agent_acts_like_the_live_agent(tiny_mm, rng):
+def test_deployed_agent_acts_like_the_live_agent(tiny_mm, rng, seed_lora):
     mm = tiny_mm().eval()
-    seeded_adapters(mm)
+    seed_lora(mm)
     space = gym.spaces.Discrete(len(ACTIONS))
     obs = {"grid": np.stack([mm.modalities["grid"].sample(rng) for _ in range(4)]),
            "rgb": np.stack([mm.modalities["rgb"].sample(rng) for _ in range(4)]), "mission": MISSIONS + ["go"]}
@@ -125,9 +116,9 @@ def test_deployed_agent_acts_like_the_live_agent(tiny_mm, rng):
 
 
 @pytest.mark.parametrize("backbone", ["tiny_llama", "tiny_gpt2"])
-def test_packed_and_label_only_logits_give_the_same_loss_and_gradients(tiny_mm, rng, backbone):
+def test_packed_and_label_only_logits_give_the_same_loss_and_gradients(tiny_mm, rng, backbone, seed_lora):
     mm = tiny_mm(f"backbone={backbone}").eval()  # eval: no dropout, so the passes are comparable
-    seeded_adapters(mm)
+    seed_lora(mm)
     params = mm.set_trainable("grid", "it")
     batch = [Example("Mission: go to the red ball\nWhat is the next action?\n<grid>",
                      {"grid": mm.modalities["grid"].sample(rng)}, "left"),

@@ -18,18 +18,10 @@ ACTIONS = ["left", "right", "forward", "pick up", "drop", "toggle", "done"]
 MERGED = {(True, torch.float32), (True, torch.bfloat16)}
 
 
-def seeded_adapters(mm, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in mm.bank.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
 @pytest.fixture
-def agent(tiny_mm):
+def agent(tiny_mm, seed_lora):
     mm = tiny_mm().eval()  # grid + rgb
-    seeded_adapters(mm)
+    seed_lora(mm)
     return Agent(mm, gym.spaces.Discrete(len(ACTIONS)), ACTIONS, deploy=True)
 
 
@@ -203,11 +195,11 @@ def babyai():
     env.close()
 
 
-def test_load_policy_auto_measures_acts_and_reports(tiny_mm, babyai):
+def test_load_policy_auto_measures_acts_and_reports(tiny_mm, babyai, seed_lora):
     from graft.agent.loader import load_policy
 
     mm = tiny_mm().eval()
-    seeded_adapters(mm)
+    seed_lora(mm)
     policy = load_policy(mm, babyai, dtype="auto", deploy=True)
     assert isinstance(policy, Agent) and policy.discrete
     report = policy.precision
