@@ -15,6 +15,7 @@ states at the signal tokens `(B, K, D)` and `output_features` the generator cond
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 from collections.abc import Mapping, Sequence
 
@@ -135,15 +136,48 @@ class MMLLM(nn.Module):
 
     def route(self, present: Sequence[str]) -> None:
         """Choose the active adapters for inputs holding modalities `present` (input modalities, and
-        the output modality being produced)."""
-        names = self.bank.names
-        if self.routing == "gated":  # task adapters (no encoder, no output head) are always on
-            names = [n for n in names if n in present or (n not in self.modalities and n not in self.outputs)]
+        the output modality being produced); inside `adapters_on(...)` those are on too."""
+        names = self.routed([*present, *self.__dict__.get("_forced_on", ())])
         trainable = self.training_adapter if self.training_adapter in names else None
         self.bank.route(names, trainable)
         if self.training_adapter and trainable is None:  # off for this input (gated), still learning:
             for p in self.bank.lora_parameters(self.training_adapter):  # it stays in the optimiser's graph
                 p.requires_grad_(True)
+
+    @contextlib.contextmanager
+    def adapters_on(self, names: Sequence[str]):
+        """Every forward inside routes the adapters of `names` as if those modalities were present
+        (gated routing): how a text-only prompt reads once a modality's adapter is on."""
+        before = self.__dict__.get("_forced_on", ())
+        self.__dict__["_forced_on"] = tuple(dict.fromkeys([*before, *names]))
+        try:
+            yield self
+        finally:
+            self.__dict__["_forced_on"] = before
+
+    def routed(self, present: Sequence[str]) -> list[str]:
+        """The adapters active for inputs holding modalities `present`."""
+        names = self.bank.names
+        if self.routing == "gated":  # task adapters (no encoder, no output head) are always on
+            names = [n for n in names if n in present or (n not in self.modalities and n not in self.outputs)]
+        return list(names)
+
+    @torch.no_grad()
+    def fingerprint(self, present: Sequence[str], observed: bool = True) -> str:
+        """A digest of every learnable weight a text answer to an input holding modalities `present`
+        reads: the routed adapters' LoRA tensors and (`observed`) those modalities' encoders and
+        projectors (the base LLM never trains). Equal digests give equal scores, so an evaluation
+        can be reused. `observed=False`: a text-only prompt with those adapters on (`adapters_on`)."""
+        digest = hashlib.blake2b(digest_size=16)
+        parts = [("adapter", n, self.bank.lora_parameters(n)) for n in self.routed(present)]
+        parts += [(kind, m, list(table[m].state_dict().values())) for m in sorted(present)
+                  if observed and m in self.modalities
+                  for kind, table in (("encoder", self.modalities), ("projector", self.projectors))]
+        for kind, name, tensors in parts:
+            digest.update(f"{kind}:{name}:{len(tensors)};".encode())
+            for t in tensors:
+                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     # ---- inputs --------------------------------------------------------------------------------
     def check(self, example: Example) -> None:

@@ -1,8 +1,10 @@
 """Multiple-choice scores of test sets, their controls, and env success rates.
 
 Accuracy is scored, not sampled: each question is answered by the candidate with the highest
-length-normalised log-probability as a complete answer (followed by the end token the model was
-trained to emit, so "1" and "12" compete fairly; `MMLLM.score`). A question's candidates are the
+log-probability as a complete answer (followed by the end token the model was trained to emit, so
+"1" and "12" compete fairly; `MMLLM.score`): the probability of saying that whole answer, which is
+what the `Agent` acts on. Not length-normalised: a per-token mean favours long answers whose later
+tokens follow from the first (an unsure SmolLM2 picked the 3-token "toggle" over "forward"). A question's candidates are the
 distinct answers of its group in the set scored — text tasks grouped by family, questions by their
 opening words (`graft.envs.captions.question_group`: "how many", "what colour", "where is"),
 next-action items by the env's action names — so chance is known: the mean of 1/K.
@@ -114,7 +116,7 @@ def accuracy(mm: MMLLM, records: Sequence[Mapping[str, Any]], action_names: Sequ
             continue
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            scores = mm.score([to_example(r) for r in chunk], options, normalize=True)  # (B, K)
+            scores = mm.score([to_example(r) for r in chunk], options)  # (B, K) summed log-probs
             picked = scores.argmax(-1).tolist()
             correct += sum(options[p] == r["response"] for p, r in zip(picked, chunk))
     return correct / len(records)

@@ -24,7 +24,8 @@ from graft.envs.atomic import write_json_atomic, write_text_atomic
 DASH = "–"
 COLUMNS = [("avg acc", "avg_acc"), ("shuffled", "avg_shuffled"), ("perception gain", "perception_gain"),
            ("BWT", "bwt"), ("FWT", "fwt"), ("forgetting", "forgetting"), ("imitation", "imitation"),
-           ("text retention", "text_retention"), ("success rate", "success_rate"), ("seconds", "seconds")]
+           ("text retention", "text_retention"), ("text, adapters on", "knowledge_retention_adapters_on"),
+           ("success rate", "success_rate"), ("seconds", "seconds")]
 EXPLAINED = [
     "avg acc: mean over stages of the final score (multiple-choice accuracy; output stages 1/(1+error/error of "
     "the mean)); shuffled: the same model with observations permuted across test items, averaged over the "
@@ -33,6 +34,9 @@ EXPLAINED = [
     "BWT, forgetting: from the accuracy matrix R (Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018). FWT = "
     "mean_j R[j−1][j] − b_j: R[j−1][j] scores stage j blind (its modality not yet grafted, placeholder dropped) "
     "after the stages before it, b_j the same blind questions on the untrained model.",
+    "text retention: the text probes' knowledge after ÷ before, on text-only prompts; text, adapters on: the "
+    "same with every grafted input adapter switched on, as in a prompt that carries observations (under gated "
+    "routing a text-only prompt runs none, so only this column shows what the text mix protects).",
     "imitation: next-action accuracy on demonstration items (beside the majority action); success rate: mean "
     "over the final row's rollout cells (episodes on held-out seeds, 95% Wilson intervals in the matrices).",
 ]
@@ -53,8 +57,16 @@ def fmt_count(x) -> str:
     return f"{int(x):,}" if isinstance(x, (int, np.integer)) and not isinstance(x, bool) else fmt(x)
 
 
-def metric_cells(m: dict) -> list[str]:
-    return [fmt(m.get(key), 1 if key == "seconds" else 3) for _, key in COLUMNS]
+OPTIONAL = {"knowledge_retention_adapters_on"}  # a column shown only where some method has the number
+
+
+def columns(methods: dict) -> list[tuple[str, str]]:
+    return [(label, key) for label, key in COLUMNS
+            if key not in OPTIONAL or any(m.get(key) is not None for m in methods.values())]
+
+
+def metric_cells(m: dict, cols: list[tuple[str, str]] | None = None) -> list[str]:
+    return [fmt(m.get(key), 1 if key == "seconds" else 3) for _, key in cols or COLUMNS]
 
 
 def fmt_cell(cell) -> str:
@@ -82,8 +94,9 @@ def plain(x):
 
 def comparison_table(report: dict) -> str:
     """Fixed-width plain-text table of the per-method metrics, for the terminal."""
-    header = ["method"] + [label for label, _ in COLUMNS]
-    rows = [[name] + metric_cells(m) for name, m in report.get("methods", {}).items()]
+    cols = columns(report.get("methods", {}))
+    header = ["method"] + [label for label, _ in cols]
+    rows = [[name] + metric_cells(m, cols) for name, m in report.get("methods", {}).items()]
     widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
 
     def line(cells):
@@ -147,18 +160,24 @@ def md_pairs(title: str, stages: list[str], R, C, blind_note: bool = True) -> li
 
 
 def md_probes(stages: list[str], m: dict) -> list[str]:
-    probes = m.get("text_probes") or {}
-    keys = [k for k in ("perplexity", "knowledge", "divergence") if probes.get(k)]
-    if not keys:
-        return []
-    rows = [[f"after {s}"] + [fmt((probes[k] or [None] * len(stages))[i]) for k in keys] for i, s in enumerate(stages)]
-    out = ["**Text probes** (test split, no modality input)", ""] + md_table(["", *keys], rows) + [""]
-    kept = [(label, m.get(key)) for label, key in (("knowledge after ÷ before", "knowledge_retention"),
-                                                  ("knowledge chance-corrected", "knowledge_retention_cc"),
-                                                  ("perplexity before ÷ after", "perplexity_retention"))
-            if m.get(key) is not None]
-    if kept:
-        out += ["Retention after the last stage (1.0: nothing lost): " + "; ".join(f"{k} {fmt(v)}" for k, v in kept), ""]
+    out = []
+    for field, title, suffix in (("text_probes", "test split, no modality input", ""),
+                                 ("text_probes_on", "the same text with every grafted input adapter switched on, "
+                                  "as in a prompt that carries observations", "_adapters_on")):
+        probes = m.get(field) or {}
+        keys = [k for k in ("perplexity", "knowledge", "divergence") if probes.get(k)]
+        if not keys:
+            continue
+        rows = [[f"after {s}"] + [fmt((probes[k] or [None] * len(stages))[i]) for k in keys]
+                for i, s in enumerate(stages)]
+        out += [f"**Text probes** ({title})", ""] + md_table(["", *keys], rows) + [""]
+        kept = [(label, m.get(key + suffix)) for label, key in (("knowledge after ÷ before", "knowledge_retention"),
+                                                               ("knowledge chance-corrected", "knowledge_retention_cc"),
+                                                               ("perplexity before ÷ after", "perplexity_retention"))
+                if m.get(key + suffix) is not None]
+        if kept:
+            out += ["Retention after the last stage (1.0: nothing lost): "
+                    + "; ".join(f"{k} {fmt(v)}" for k, v in kept), ""]
     return out
 
 
@@ -280,8 +299,9 @@ def markdown(report: dict, plots: dict[str, Path]) -> str:
     out = [f"# graft report: {report.get('curriculum', DASH)}{env}", "", when(report), "", "## Comparison", ""]
     if report.get("summary"):
         out += [f"Means over seeds {report.get('seeds')} (success cells pooled over seeds).", ""]
-    out += md_table(["method"] + [label for label, _ in COLUMNS],
-                    [[name] + metric_cells(m) for name, m in methods.items()]) + [""]
+    cols = columns(methods)
+    out += md_table(["method"] + [label for label, _ in cols],
+                    [[name] + metric_cells(m, cols) for name, m in methods.items()]) + [""]
     out += [f"- {line}" for line in EXPLAINED] + [""]
     out += md_seeds(report)
     out += md_baselines(report)

@@ -54,7 +54,13 @@ class TextProbes:
                 "next-token divergence from the original LLM" if self.kind == "language" else
                 "template text tasks (a random-weight backbone's only language)")
 
-    def measure(self, mm, split: str) -> dict[str, Any]:
+    def measure(self, mm, split: str, adapters_on: bool = False) -> dict[str, Any]:
+        """The probes on `split`; `adapters_on`: with every grafted input modality's adapter switched
+        on, as in a prompt that carries observations (under gated routing a text-only prompt
+        otherwise runs none of them)."""
+        if adapters_on:
+            with mm.adapters_on(list(mm.modalities)):
+                return self.measure(mm, split)
         if self.kind == "templates":
             return {"knowledge": accuracy(mm, self.items[split]), "items": len(self.items[split])}
         from graft.curricula.language_probes import (

@@ -22,7 +22,8 @@ import numpy as np
 from graft.curricula.metrics import success_cell, summarize
 
 METRICS = ("avg_acc", "avg_shuffled", "perception_gain", "bwt", "fwt", "forgetting", "imitation", "success_rate",
-           "text_retention", "knowledge_retention", "knowledge_retention_cc", "perplexity_retention", "seconds")
+           "text_retention", "knowledge_retention", "knowledge_retention_cc", "perplexity_retention",
+           "knowledge_retention_adapters_on", "perplexity_retention_adapters_on", "seconds")
 MATRICES = ("acc_matrix", "shuffled_matrix", "imitation_matrix", "val_matrix")
 
 

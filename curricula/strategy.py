@@ -16,6 +16,7 @@ after SIGKILL trains on exactly the batches the uninterrupted run drew.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ class MethodRun:
         self.cfg, self.name, self.stages, self.text, self.out = cfg, name, list(stages), text, out
         self.benchmark, self.env_cfg, self.action_names, self.writer = benchmark, env_cfg, action_names, writer
         self.rollout_seeds, self.probes = list(rollout_seeds), probes  # probes: curricula/retention.TextProbes
+        self.measured: dict[tuple[str, str], Any] = {}  # (what, weights fingerprint) -> value (see reuse)
         out.mkdir(parents=True, exist_ok=True)
         self.method = cfg.methods[name]
         self.seed = int(cfg.seed)
@@ -45,6 +47,9 @@ class MethodRun:
         self.rank, self.world = engine.distributed()
         self.memory = memory_factory(out / "replay.sqlite") if self.method.get("replay") else None
         self.mm = fresh_agent(cfg, self.method.get("routing"))
+        if probes is not None:  # nothing grafted yet: the text probes of the base model are measured
+            base = self.mm.fingerprint([])
+            self.measured.update({(f"text:{split}", base): value for split, value in probes.before.items()})
         self.generators: dict[str, Any] = {}  # output stage name -> its generator
         self.plugins = build_plugins(self.method, self.memory, text["train"])
         # padding-free packing (bench/train_throughput.py turns it off); not with plugins that read all logits
@@ -110,14 +115,39 @@ class MethodRun:
         """Scores after training stage `upto`: every seen stage (with its controls and rollouts),
         every later stage blind, the validation split and the text probes."""
         self.log(f"evaluating {upto + 1} stage(s) (+ {len(self.stages) - upto - 1} blind), val split and text probes")
-        rows = [s.evaluate(self) for s in self.stages[: upto + 1]]
-        later = [s.evaluate_blind(self) for s in self.stages[upto + 1:]]
-        probes = ({split: self.probes.measure(self.mm, split) for split in ("val", "test")}
-                  if self.probes is not None else {})
+        seen = self.stages[: upto + 1]
+        reads = lambda s: [s.modality] if s.modality else []  # noqa: E731
+        rows = [self.reuse(f"{s.name}:test", reads(s), lambda s=s: s.evaluate(self), stage=s) for s in seen]
+        later = [self.reuse(f"{s.name}:blind", [], lambda s=s: s.evaluate_blind(self), stage=s)
+                 for s in self.stages[upto + 1:]]
+        probes = {}
+        if self.probes is not None:
+            probes = {split: self.reuse(f"text:{split}", [], lambda split=split: self.probes.measure(self.mm, split))
+                      for split in ("val", "test")}
+            inputs = list(self.mm.modalities)  # the same text with every input adapter on (test split)
+            probes["adapters_on"] = self.reuse("text:test", inputs, observed=False, measure=lambda: self.probes.measure(
+                self.mm, "test", adapters_on=True)) if inputs else None
         return {"acc": [r["score"] for r in rows] + later, "rows": rows, "probes": probes,
                 "shuffled": [r.get("shuffled") for r in rows], "imitation": [r.get("imitation") for r in rows],
-                "success": [r["success"] for r in rows], "val": [s.evaluate_val(self) for s in self.stages[: upto + 1]],
+                "success": [r["success"] for r in rows],
+                "val": [self.reuse(f"{s.name}:val", reads(s), lambda s=s: s.evaluate_val(self), stage=s) for s in seen],
                 "outputs": {s.name: r["metrics"] for s, r in zip(self.stages, rows) if r["metrics"]}}
+
+    def reuse(self, key: str, present: Sequence[str], measure, stage: Stage | None = None, observed: bool = True):
+        """`measure()`, or its earlier value when every learnable weight that inputs holding `present`
+        reach is unchanged since (`MMLLM.fingerprint`): under gated routing an earlier modality's
+        scores, its rollouts and the text probes stay what they were while a later adapter trains,
+        so they are not measured again. Output stages (their generators are not fingerprinted) are
+        always measured."""
+        if stage is not None and not isinstance(stage, TextLossStage):
+            return measure()
+        key_now = (key, self.mm.fingerprint(present, observed))
+        if key_now not in self.measured:
+            self.measured[key_now] = measure()
+        else:
+            self.results["reused_evaluations"] = self.results.get("reused_evaluations", 0) + 1
+            self.log(f"{key}: weights unchanged since it was measured, reusing the value")
+        return copy.deepcopy(self.measured[key_now])
 
     def record(self, i: int, row: dict) -> None:
         T, r = len(self.stages), self.results
@@ -127,8 +157,9 @@ class MethodRun:
         for key, values in (("shuffled_matrix", "shuffled"), ("imitation_matrix", "imitation"),
                             ("success_matrix", "success"), ("val_matrix", "val")):
             r[key] = r[key][:i] + [row[values] + [None] * (T - i - 1)]
-        for split, key in (("test", "text_probes"), ("val", "text_probes_val")):
+        for split, key in (("test", "text_probes"), ("val", "text_probes_val"), ("adapters_on", "text_probes_on")):
             for probe, value in (row["probes"].get(split) or {}).items():
+                r.setdefault(key, {})
                 r[key][probe] = (r[key].get(probe) or [None] * T)[:i] + [value] + [None] * (T - i - 1)
         for stage, cell in zip(self.stages, row.get("rows", [])):  # say why a success cell stays empty
             if cell.get("unscored"):
@@ -268,6 +299,9 @@ class MethodRun:
             last = {k: v[-1] for k, v in r["text_probes"].items()}
             r.update(self.probes.retention(last))
             r["text_retention"] = r["knowledge_retention"]
+        if self.probes is not None and (r.get("text_probes_on") or {}).get("knowledge"):
+            last = {k: v[-1] for k, v in r["text_probes_on"].items() if v[-1] is not None}
+            r.update({f"{k}_adapters_on": v for k, v in self.probes.retention(last).items()})
         r["seconds"] = round(self.elapsed(), 1)
         r["outputs"] = summarize_outputs(r.get("outputs") or {}, [s.name for s in self.stages])
         if self.rank == 0:  # the trained agent, loadable by `graft serve` / `graft rollout policy=`

@@ -23,15 +23,21 @@ def view(*objects, front=EMPTY):
     return grid
 
 
-def test_it_lists_the_three_nearest_objects_and_the_cell_ahead():
-    words = GridWordsModality().describe(view((BALL, RED, 2, -1), (KEY, BLUE, 4, 0), (BALL, GREEN, 1, 2),
-                                              (DOOR, RED, 6, 3), front=WALL))
+def test_it_lists_the_nearest_objects_and_the_cell_ahead():
+    words = GridWordsModality(slots=3).describe(view((BALL, RED, 2, -1), (KEY, BLUE, 4, 0), (BALL, GREEN, 1, 2),
+                                                     (DOOR, RED, 6, 3), front=WALL))
     assert len(words) == 16
     assert words[:5] == ["red", "ball", "two", "one", "left"]  # 3 steps away, the nearest
     assert words[5:10] == ["green", "ball", "one", "two", "right"]
     assert words[10:15] == ["blue", "key", "four", "zero", "ahead"]  # the door, 9 away, is left out
     assert words[15] == "wall"
-    assert GridWordsModality().describe(view()) == ["none"] * 15 + ["nothing"]
+    assert GridWordsModality(slots=3).describe(view()) == ["none"] * 15 + ["nothing"]
+    five = GridWordsModality().describe(view((BALL, RED, 2, -1), (KEY, BLUE, 4, 0), (BALL, GREEN, 1, 2),
+                                             (DOOR, RED, 6, 3), front=WALL))
+    assert len(five) == 26  # the default: 5 slots
+    assert five[15:20] == ["red", "door", "six", "three", "right"] and five[20:25] == ["none"] * 5
+    with pytest.raises(ValueError, match="slots"):
+        GridWordsModality(slots=0)
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def test_the_llm_reads_its_own_word_embeddings_at_the_placeholder(mm):
     table = mm.backbone.get_input_embeddings().weight
     red = table[mm.tokenizer(" red", add_special_tokens=False)["input_ids"]].mean(0)
     none = table[mm.tokenizer(" none", add_special_tokens=False)["input_ids"]].mean(0)
-    assert seq.shape[0] == len(ids) - 1 + 16
+    assert seq.shape[0] == len(ids) - 1 + 26
     torch.testing.assert_close(seq[at], red)  # identity projector: the word itself
     torch.testing.assert_close(seq[at + 5], none)
     mm.set_trainable("grid", "it")  # the projector learns; the word table is a frozen buffer

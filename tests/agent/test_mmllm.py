@@ -128,3 +128,19 @@ def test_gated_routing_uses_only_present_modalities(tiny_mm, rng):
     assert gated(ex).loss.item() != pytest.approx(stacked(ex).loss.item())
     assert gated.bank.active == ("grid",)
     assert stacked.bank.active == ("grid", "rgb")
+
+
+def test_the_fingerprint_follows_exactly_the_weights_an_input_reaches(tiny_mm):
+    gated, stacked = tiny_mm("routing=gated"), tiny_mm()
+    before = {m: (gated.fingerprint([m]), stacked.fingerprint([m])) for m in ("grid", "rgb")}
+    text = gated.fingerprint([])
+    with torch.no_grad():
+        for p in gated.bank.lora_parameters("rgb") + stacked.bank.lora_parameters("rgb"):
+            p.add_(0.01)
+    assert gated.fingerprint(["grid"]) == before["grid"][0]  # gated: grid inputs never read the rgb adapter
+    assert gated.fingerprint([]) == text  # nor do text-only ones
+    assert stacked.fingerprint(["grid"]) != before["grid"][1]  # stacked: every input reads it
+    assert gated.fingerprint(["rgb"]) != before["rgb"][0]
+    with torch.no_grad():
+        next(gated.projectors["grid"].parameters()).add_(0.01)
+    assert gated.fingerprint(["grid"]) != before["grid"][0]

@@ -178,6 +178,19 @@ def test_divergence_sees_only_what_a_text_only_prompt_sees(tiny_mm):
     assert [p.requires_grad for p in gated.parameters()] == grads and any(grads)
 
 
+def test_with_adapters_on_the_probes_see_what_a_prompt_with_observations_sees(tiny_mm):
+    gated = tiny_mm("routing=gated")
+    perturb(gated, "rgb")
+    off = lp.perplexity(gated, PROMPTS)
+    with gated.adapters_on(["rgb"]):
+        on = lp.perplexity(gated, PROMPTS)
+        assert lp.divergence(gated, PROMPTS) > 1e-3
+        gated.route([])
+        assert gated.bank.active == ("rgb",)
+    assert on != pytest.approx(off)
+    assert lp.perplexity(gated, PROMPTS) == off and lp.divergence(gated, PROMPTS) == 0.0  # off again after
+
+
 # ---- self-distilled replay -----------------------------------------------------------------------
 def test_self_distilled_records_are_the_original_models_greedy_answers(fresh):
     prompts = lp.distill_prompts()[:6]

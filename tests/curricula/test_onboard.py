@@ -70,6 +70,29 @@ def test_graft_uses_one_adapter_per_modality_and_naive_one_shared(small_run):
     assert [g["stage"] for g in graft["gate"]] == ["grid", "rgb"] and not naive["gate"]
 
 
+def test_gated_scores_of_unchanged_weights_are_reused_not_measured_again(small_run):
+    report, _ = small_run
+    graft, naive = report["methods"]["graft"], report["methods"]["naive"]
+    # after rgb, graft's grid cells read weights no later stage touched: the same numbers, measured once
+    assert graft["reused_evaluations"] >= 2
+    for key in ("acc_matrix", "shuffled_matrix", "imitation_matrix", "success_matrix", "val_matrix"):
+        assert graft[key][2][1] == graft[key][1][1]
+    assert "reused_evaluations" not in naive  # one shared adapter: every stage changes what all inputs read
+
+
+def test_text_probes_are_measured_with_the_input_adapters_on_too(tmp_path, compose, small_overrides):
+    """No text stage: the template text tasks are the probes. On text-only prompts gated graft reads
+    the LLM as it was (the base model's values, reused); with its grid adapter on, the same text is
+    measured again."""
+    cfg = compose("onboard", [*small_overrides, "compare=[graft]", f"run_dir={tmp_path}",
+                              "curriculum.stages=[{name: grid, modality: grid, it_steps: 200}]"])
+    r = onboard(cfg)["methods"]["graft"]
+    assert r["text_retention"] == 1.0 and r["reused_evaluations"] >= 2  # both splits: the base model's values
+    on = r["text_probes_on"]["knowledge"]
+    assert len(on) == 1 and on[0] is not None and r["knowledge_retention_adapters_on"] is not None
+    assert (tmp_path / "report.md").read_text().count("every grafted input adapter switched on") >= 1
+
+
 def test_each_method_leaves_a_loadable_agent(small_run):
     from graft.agent.build import load_mmllm
 
@@ -100,7 +123,8 @@ def test_the_default_gate_rolls_back_a_stage_that_really_forgets(tmp_path, compo
     the noise, and the gate restores the stage's starting weights (a real run, nothing forced)."""
     cfg = compose("onboard", [*small_overrides, "steps_scale=0.5", "curriculum.text.test=96",
                               "curriculum.stages.2.it_steps=300",  # rgb trains as long as grid: enough to forget
-                              "curriculum.eval.rollout_episodes=0", "compare=[naive]", f"run_dir={tmp_path}",
+                              "curriculum.eval.rollout_episodes=0", "curriculum.eval.max_examples=96",  # val big enough to see it
+                              "compare=[naive]", f"run_dir={tmp_path}",
                               "+methods.naive.gate=${methods.graft.gate}"])
     r = onboard(cfg)["methods"]["naive"]
     decisions = {g["stage"]: g["decision"] for g in r["gate"]}

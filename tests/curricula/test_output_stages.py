@@ -21,7 +21,8 @@ TINY = [
     "checkpoint_every=2",
 ]
 STAGES = ["proprio", "objects", "action_chunk", "rgb", "goal_image"]
-TIMING = ("seconds", "seconds_per_sample", "seconds_per_chunk")
+TIMING = ("seconds", "seconds_per_sample", "seconds_per_chunk",
+          "reused_evaluations")  # how many cells a process did not re-measure: a resumed one starts counting afresh
 
 
 def _untimed(x):
