@@ -47,7 +47,8 @@ def load_policy(source: str | Path | MMLLM, env: gym.Env, *, generators: Mapping
                 output: str | None = "auto", inputs: Sequence[str] | None = None, execute: int | None = None,
                 sample_steps: int | None = None, dtype: str | torch.dtype | None = None, invalid: str = "fallback",
                 max_new_tokens: int = 32, seed: int = 0, deploy: bool = False,
-                probe: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> Agent | ChunkPolicy:
+                probe: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+                revisits: str = "repeat") -> Agent | ChunkPolicy:
     """The policy of agent `source` (a saved folder, or an MMLLM with its `generators` by output
     name) acting in `env`; see the module docstring. `deploy=True`: see `Agent`. `probe`: real
     observations for `dtype="auto"` to measure on (default: sampled ones)."""
@@ -63,7 +64,7 @@ def load_policy(source: str | Path | MMLLM, env: gym.Env, *, generators: Mapping
     name = pick_output(mm, kinds, output, saved=generators is None)
     if name is None:
         return text_agent(mm, env, emits, inputs=inputs, dtype=dtype, invalid=invalid,
-                          max_new_tokens=max_new_tokens, deploy=deploy, probe=probe)
+                          max_new_tokens=max_new_tokens, deploy=deploy, probe=probe, revisits=revisits)
     generator = generators[name] if generators is not None else load_generator(folder / "generators" / name)
     return chunk_policy(mm, name, generator, env, emits, inputs=inputs, execute=execute, sample_steps=sample_steps,
                         dtype=dtype, seed=seed)
@@ -100,7 +101,8 @@ def pick_output(mm: MMLLM, kinds: Mapping[str, str | None], choice: str | None, 
 
 def text_agent(mm: MMLLM, env: gym.Env, emits: Mapping, *, inputs: Sequence[str] | None = None,
                dtype: str | torch.dtype | None = None, invalid: str = "fallback", max_new_tokens: int = 32,
-               deploy: bool = False, probe: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> Agent:
+               deploy: bool = False, probe: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+               revisits: str = "repeat") -> Agent:
     """The text Agent reading `inputs` (default: every grafted modality the env emits); `dtype="auto"`
     picks its merged copy's precision by measuring (see the module docstring, `probe`: what on)."""
     auto = dtype == "auto"
@@ -117,7 +119,8 @@ def text_agent(mm: MMLLM, env: gym.Env, emits: Mapping, *, inputs: Sequence[str]
         raise ValueError(f"the agent reads {modalities}, but the env emits {list(emits)} (missing {missing}); "
                          "set inputs= to modalities both have")
     agent = Agent(mm, env.action_space, getattr(env.unwrapped, "action_names", None), modalities=modalities,
-                  invalid=invalid, max_new_tokens=int(max_new_tokens), deploy=deploy, dtype=dtype, specs=emits)
+                  invalid=invalid, max_new_tokens=int(max_new_tokens), deploy=deploy, dtype=dtype, specs=emits,
+                  revisits=revisits)
     if not auto:
         agent.precision = given_precision(mm, dtype)
     elif not agent.discrete:  # generation runs on the live model: a deployment dtype would change nothing

@@ -24,6 +24,7 @@ scores on a merged copy of the adapters (agent/fast_path.py): for where the agen
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -183,14 +184,19 @@ class Agent(Policy):
 
     name = "checkpoint"
     reader = "agent"
-    deterministic = True  # argmax over scored action names / greedy decoding of the prompt of this step alone
+    deterministic = True  # argmax over scored action names / greedy decoding (no sampling)
 
     def __init__(self, mm: MMLLM, action_space: gym.Space, action_names: Sequence[str] | None = None,
                  modalities: Sequence[str] | None = None, prompt: str = PROMPT, max_new_tokens: int = 32,
                  invalid: str = "raise", deploy: bool = False, dtype: torch.dtype | None = None,
-                 specs: Mapping[str, ModalitySpec] | None = None):
+                 specs: Mapping[str, ModalitySpec] | None = None, revisits: str = "repeat"):
         if invalid not in ("raise", "fallback"):
             raise ValueError(f"invalid must be 'raise' or 'fallback', got {invalid!r}")
+        if revisits not in ("repeat", "escape"):
+            raise ValueError(f"revisits must be 'repeat' (the same answer to the same observation) or 'escape' "
+                             f"(the best action not yet taken at a repeated observation), got {revisits!r}")
+        self.revisits = revisits
+        self._tried: dict[int, dict[bytes, set[int]]] = {}  # sub-env -> observation digest -> actions taken
         self.mm, self.action_space, self.prompt, self.invalid = mm, action_space, prompt, invalid
         self.invalid_count = 0
         self.env_specs = dict(specs or {})  # what the env emits: the exact shapes it checks against
@@ -213,14 +219,60 @@ class Agent(Policy):
         return cls(mm, env.action_space, getattr(env.unwrapped, "action_names", None), modalities=shared,
                    specs=emits, **kwargs)
 
+    @property
+    def memoryless(self) -> bool:
+        """Whether an action depends on the current observation alone (`revisits="repeat"`)."""
+        return self.revisits == "repeat" or not self.discrete
+
+    def scores(self, obs: Mapping[str, Any]) -> torch.Tensor:
+        """Log-probabilities of every action name for a validated batch → `(B, K)`."""
+        scorer = self.mm.scorer(merge=True, dtype=self.dtype) if self.deploy else self.mm
+        return scorer.score(self.examples(obs), self.action_names)
+
     def _infer_batch(self, obs: Mapping[str, Any]) -> np.ndarray:
-        examples = self.examples(obs)
         if self.discrete:
-            scorer = self.mm.scorer(merge=True, dtype=self.dtype) if self.deploy else self.mm
-            scores = scorer.score(examples, self.action_names)  # (B, K)
-            return scores.argmax(-1).cpu().numpy().astype(np.int64)
-        texts = self.mm.generate(examples, max_new_tokens=self.max_new_tokens)
+            return self.scores(obs).argmax(-1).cpu().numpy().astype(np.int64)
+        texts = self.mm.generate(self.examples(obs), max_new_tokens=self.max_new_tokens)
         return np.stack([self.continuous_or_fallback(t) for t in texts])
+
+    def __call__(self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None) -> np.ndarray:
+        """One step of vector envs. With `revisits="escape"` each sub-env's episode remembers which
+        actions it took at each observation it has seen (exact arrays and mission); at a repeated
+        observation it takes the best-scoring action not yet taken there (once all were, the best):
+        a greedy policy without memory repeats a revisited state's action and never leaves a loop."""
+        if self.memoryless:
+            return super().__call__(obs, infos)
+        obs = self.check(obs, batched=True)
+        if self.mm.training:
+            self.mm.eval()
+        with torch.no_grad():
+            ranked = self.scores(obs).argsort(-1, descending=True).cpu().numpy()  # (B, K)
+        actions = np.empty(len(ranked), dtype=np.int64)
+        for i, order in enumerate(ranked):
+            tried = self._tried.setdefault(i, {}).setdefault(self.digest(obs, i), set())
+            actions[i] = next((int(a) for a in order if int(a) not in tried), int(order[0]))
+            tried.add(int(actions[i]))
+        return actions
+
+    def digest(self, obs: Mapping[str, Any], i: int) -> bytes:
+        h = hashlib.blake2b(obs["mission"][i].encode(), digest_size=16)
+        for m in self.modalities:
+            h.update(np.ascontiguousarray(obs[m][i]).tobytes())
+        return h.digest()
+
+    def reset(self, env_ids: Any = None) -> None:
+        """Episodes of these sub-envs start afresh: their `escape` memory is cleared."""
+        if env_ids is None:
+            self._tried.clear()
+        for i in np.atleast_1d(env_ids) if env_ids is not None else ():
+            self._tried.pop(int(i), None)
+
+    def memory_key(self, i: int) -> Any:
+        """Sub-env `i`'s memory as a hashable value (None without memory): with the env's state it
+        decides every later action, so a rollout can stop exactly where the pair repeats."""
+        if self.memoryless:
+            return None
+        return frozenset((k, frozenset(v)) for k, v in self._tried.get(i, {}).items())
 
     def stats(self) -> dict:
         # invalid_answers: continuous answers that did not parse and became the space's centre

@@ -122,9 +122,10 @@ def accuracy(mm: MMLLM, records: Sequence[Mapping[str, Any]], action_names: Sequ
     return correct / len(records)
 
 
-def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, seeds: Sequence[int], num_envs: int) -> dict | None:
+def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, seeds: Sequence[int], num_envs: int,
+                 revisits: str = "repeat") -> dict | None:
     """Rollouts of the Agent reading `modality` only, one episode per seed → a success cell; None
-    when the env lacks the modality."""
+    when the env lacks the modality. `revisits`: the Agent's (repeat | escape)."""
     from graft.agent.loader import load_policy
     from graft.envs.rollout import make_env_factory, rollout
     from graft.envs.spec import env_modality_specs
@@ -133,7 +134,7 @@ def success_rate(mm: MMLLM, env_cfg: Mapping, modality: str, seeds: Sequence[int
     try:
         if modality not in env_modality_specs(env):
             return None
-        agent = load_policy(mm, env, output="none", inputs=[modality], invalid="fallback")
+        agent = load_policy(mm, env, output="none", inputs=[modality], invalid="fallback", revisits=revisits)
     finally:
         env.close()
     summary = rollout(dict(env_cfg), agent, seeds=list(seeds), num_envs=num_envs, progress=False, frames=0)

@@ -19,7 +19,7 @@ from graft.envs.rollout import make_env_factory, make_policy, rollout
 from omegaconf import OmegaConf
 
 
-def build_policy(policy: str, env_cfg, seed: int, output: str | None = "auto"):
+def build_policy(policy: str, env_cfg, seed: int, output: str | None = "auto", revisits: str = "repeat"):
     """The expert, the random policy, or `load_policy` on a saved agent folder for this env."""
     if policy in ("expert", "random"):
         return make_policy(policy, env_cfg, seed=seed)
@@ -30,7 +30,7 @@ def build_policy(policy: str, env_cfg, seed: int, output: str | None = "auto"):
 
     env = make_env_factory(env_cfg)()
     try:
-        return load_policy(folder, env, output=output, seed=seed)
+        return load_policy(folder, env, output=output, seed=seed, revisits=revisits)
     finally:
         env.close()
 
@@ -56,7 +56,8 @@ def write_markdown(summary: dict, path: Path) -> None:
 def run_rollout(cfg) -> dict:
     configure_threads(cfg.get("threads", "auto"))
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    policy = build_policy(str(cfg.policy), env_cfg, int(cfg.seed), cfg.get("output", "auto"))
+    policy = build_policy(str(cfg.policy), env_cfg, int(cfg.seed), cfg.get("output", "auto"),
+                          str(cfg.get("revisits", "repeat")))
     out = run_dir(cfg, "rollout", env_cfg.get("name", "env"))
     summary = rollout(env_cfg, policy, episodes=int(cfg.episodes), num_envs=int(cfg.num_envs), seed=int(cfg.seed),
                       out_dir=out, vector=cfg.vector, frames=int(cfg.frames))

@@ -11,8 +11,9 @@ missions a tuple of str), `infos` its batched info dict. A policy may also have
 
     reset(env_ids)   called with the sub-envs whose episode starts now (all of them first)
     wrap_env(env)    a picklable callable applied to every sub-env when it is built
-    deterministic    True: its actions are a function of the current observation alone (no sampling,
-                     no memory across steps), which turns `stop_on_revisit` on by default
+    deterministic    True: its actions are a function of the current observation (no sampling) and of
+                     `memory_key(i)` where it has one, which turns `stop_on_revisit` on by default
+    memory_key(i)    a hashable of what sub-env i's policy remembers of its episode (None: nothing)
 
 Every episode is explicitly seeded: episode k is reset with `seeds[k]`, or with `seed + k` when no
 `seeds` are given, so policies run on the same seeds see the same starting states, however many
@@ -33,7 +34,9 @@ next state are functions of the state (a static level draws no random numbers wh
 repeated state repeats the whole future: the episode cycles through states none of which ended it
 until it is truncated. Its record is what the full run would give, `success` False and `return` what
 it had (BabyAI rewards success only: 0.0), with `length` the steps actually run and
-`stopped_at_revisit` True; the summary says whether the stop was on (`stop_on_revisit`) and counts
+`stopped_at_revisit` True. A policy with memory (`Agent(revisits="escape")`) says what it remembers
+(`memory_key`): the visited key is then the pair (state, memory), which again decides the whole
+future. The summary says whether the stop was on (`stop_on_revisit`) and counts
 these episodes (`stopped_at_revisit`). stop_on_revisit=None turns it on when the policy declares
 `deterministic = True`, True whatever the policy (the caller vouches for it); either way only where
 every sub-env has a state key. A wrapper whose observations are not a function of the inner state
@@ -185,10 +188,14 @@ def rollout(
         if collecting:
             frames_seen.append(np.array(obs["rgb"][0]))
         state_keys = _state_key_reader(venv) if stop_on_revisit else None
+        memory = getattr(policy, "memory_key", None)
+        if state_keys is not None and memory is not None:  # a repeat of (state, what the policy remembers)
+            env_keys = state_keys
+            state_keys = lambda ids: [None if k is None else (k, memory(int(i))) for i, k in zip(ids, env_keys(ids))]  # noqa: E731
+        if hasattr(policy, "reset"):  # first: the visited keys hold the policy's fresh memory
+            policy.reset(np.arange(num_envs))
         if state_keys is not None:
             _restart_visits(visited, state_keys, np.arange(num_envs))
-        if hasattr(policy, "reset"):
-            policy.reset(np.arange(num_envs))
         upcoming = num_envs
         while len(records) < episodes:
             actions = validate_actions(venv.single_action_space, policy(obs, infos), num_envs)
@@ -226,10 +233,10 @@ def rollout(
                     upcoming += 1
             obs, reset_infos = venv.reset(seed=reset_seeds, options={"reset_mask": ended})
             infos = _merge_infos(infos, reset_infos, ended)
-            if state_keys is not None:
-                _restart_visits(visited, state_keys, np.flatnonzero(ended))
             if hasattr(policy, "reset"):
                 policy.reset(np.flatnonzero(ended))
+            if state_keys is not None:
+                _restart_visits(visited, state_keys, np.flatnonzero(ended))
     finally:
         bar.close()
         venv.close()

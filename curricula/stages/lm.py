@@ -120,7 +120,7 @@ class InputStage(TextLossStage):
         from graft.curricula.evaluate import success_rate
 
         cell = success_rate(run.mm, run.env_cfg, self.modality, run.rollout_seeds[:episodes],
-                            int(run.cfg.curriculum.eval.num_envs))
+                            int(run.cfg.curriculum.eval.num_envs), str(run.cfg.curriculum.eval.get("revisits", "repeat")))
         return cell, None if cell is not None else f"the env does not emit '{self.modality}'"
 
 

@@ -61,3 +61,39 @@ def test_infer_answers_one_observation_as_the_batch_does(tiny_mm, rng):
         agent.infer({"mission": "go"})
     with pytest.raises(ObservationError, match="expected 3 missions"):
         agent({"grid": obs["grid"], "mission": ("go",)}, {})
+
+
+def test_escape_takes_the_next_best_action_at_a_repeated_observation(tiny_mm, rng):
+    mm = tiny_mm(modalities=("grid",))
+    agent = Agent(mm, gym.spaces.Discrete(3), ["left", "right", "forward"], revisits="escape")
+    obs = batch_obs(mm, 2, rng)
+    order = agent.scores(agent.check(obs, batched=True)).argsort(-1, descending=True).numpy()  # (2, 3)
+    seen = [agent(obs, {}) for _ in range(4)]  # the same observations four times
+    assert [a.tolist() for a in seen] == [order[:, 0].tolist(), order[:, 1].tolist(), order[:, 2].tolist(),
+                                         order[:, 0].tolist()]  # every action tried: the best again
+    assert not agent.memoryless and agent.memory_key(0) != agent.memory_key(5) == frozenset()
+    agent.reset([0])
+    assert agent(obs, {}).tolist() == [order[0, 0], order[1, 0]]  # sub-env 1 still remembers: all tried, best
+    assert agent.infer_batch(obs)["actions"].tolist() == order[:, 0].tolist()  # stateless answers are greedy
+    with pytest.raises(ValueError, match="revisits must be"):
+        Agent(mm, gym.spaces.Discrete(3), revisits="sample")
+
+
+def test_escape_rollouts_stop_exactly_where_state_and_memory_repeat(tiny_mm):
+    from graft.envs.rollout import make_env_factory, rollout
+
+    mm, env = tiny_mm(modalities=("grid",)), make_env_factory("babyai_goto")()
+    runs = {}
+    for revisits in ("repeat", "escape"):
+        for stop in (True, False):
+            agent = Agent.for_env(mm, env, revisits=revisits)
+            runs[revisits, stop] = rollout("babyai_goto", agent, seeds=list(range(6)), num_envs=2, progress=False,
+                                           frames=0, stop_on_revisit=stop)
+    env.close()
+    for revisits in ("repeat", "escape"):  # the stop never changes an episode's outcome
+        cut, full = runs[revisits, True], runs[revisits, False]
+        assert [r["success"] for r in cut["records"]] == [r["success"] for r in full["records"]]
+        assert cut["env_steps"] <= full["env_steps"]
+    repeat = [r["length"] for r in runs["repeat", False]["records"]]
+    escape = [r["length"] for r in runs["escape", False]["records"]]
+    assert repeat != escape  # the memory changes what the agent does
