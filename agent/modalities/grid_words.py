@@ -1,6 +1,6 @@
 """`grid` read as words: BabyAI's symbolic view `(7, 7, 3)` uint8 written in the LLM's own vocabulary.
 
-The frozen encoder lists the `slots` nearest objects in view (default 5), nearest first, each as
+The frozen encoder lists the `slots` nearest objects in view (config default 5), nearest first, each as
 five tokens — colour, kind, steps ahead, steps to the side, side ("left" | "right" | "ahead") —
 then one token for the cell straight ahead ("wall", "door", "key", "ball", "box" or "nothing"):
 5 * slots + 1 tokens (26). On GoToLocal expert steps where the mission's object is in view, it is
@@ -33,7 +33,9 @@ VOCAB = (*COLORS, *LISTED, *NUMBERS, "left", "right", "ahead", "wall", "nothing"
 
 
 class GridWordsModality(Modality):
-    def __init__(self, name: str = "grid", view_size: int = 7, slots: int = 5, embed_dim: int | None = None):
+    # slots defaults to 3 here, as before it was a setting, so an agent saved then reloads as it was;
+    # configs/modality/grid_words.yaml sets 5
+    def __init__(self, name: str = "grid", view_size: int = 7, slots: int = 3, embed_dim: int | None = None):
         super().__init__(name)
         if slots < 1:
             raise ValueError(f"grid_words lists at least one object, got slots={slots}")

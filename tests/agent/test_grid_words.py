@@ -32,9 +32,9 @@ def test_it_lists_the_nearest_objects_and_the_cell_ahead():
     assert words[10:15] == ["blue", "key", "four", "zero", "ahead"]  # the door, 9 away, is left out
     assert words[15] == "wall"
     assert GridWordsModality(slots=3).describe(view()) == ["none"] * 15 + ["nothing"]
-    five = GridWordsModality().describe(view((BALL, RED, 2, -1), (KEY, BLUE, 4, 0), (BALL, GREEN, 1, 2),
+    five = GridWordsModality(slots=5).describe(view((BALL, RED, 2, -1), (KEY, BLUE, 4, 0), (BALL, GREEN, 1, 2),
                                              (DOOR, RED, 6, 3), front=WALL))
-    assert len(five) == 26  # the default: 5 slots
+    assert len(five) == 26  # configs/modality/grid_words.yaml: 5 slots
     assert five[15:20] == ["red", "door", "six", "three", "right"] and five[20:25] == ["none"] * 5
     with pytest.raises(ValueError, match="slots"):
         GridWordsModality(slots=0)
