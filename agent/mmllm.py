@@ -8,6 +8,12 @@ free text generation (`generate`) and scoring a fixed set of candidate answers i
 pass (`score`, through the prefix-cached token-tree fast path of agent/fast_path.py), e.g. the
 names of an environment's actions.
 
+Under gated routing a text-loss stage's batch (`forward(by_route=True)`) is read row by row as
+inference will read it: the rows are grouped by the adapters their observations (and
+`Example.routes`) switch on, one forward per group, and `.loss` is the batch's mean token loss
+(`RoutedOutput`). Before this, a batch ran with the union of its rows' adapters, so a stage's own rgb rows trained with a replayed grid row's adapter on, which
+inference on an rgb-only prompt never switches on.
+
 Output modalities (agent/outputs.py) are grafted the same way (`graft(name, output=OutputHead)`:
 K signal tokens and a LoRA adapter `name`); `signal_hidden` returns the LLM's last-layer hidden
 states at the signal tokens `(B, K, D)` and `output_features` the generator conditioning `(B, N, C)`.
@@ -18,6 +24,7 @@ import contextlib
 import hashlib
 import inspect
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +36,16 @@ from graft.envs.spec import ObservationError
 from torch import nn
 
 IGNORE = -100
+
+
+@dataclass
+class RoutedOutput:
+    """A gated training forward split by routing: the batch's mean token loss, each routing
+    group's own model output, and which examples (indices) each group held."""
+
+    loss: torch.Tensor
+    groups: list
+    rows: list[list[int]]
 
 
 class MMLLM(nn.Module):
@@ -283,8 +300,8 @@ class MMLLM(nn.Module):
 
     @contextlib.contextmanager
     def _routed(self, examples: Sequence[Example], *also: str):
-        """The LLM with the adapters of the examples' modalities (and of `also`) routed and switched on."""
-        self.route(sorted({k for ex in examples for k in ex.obs} | set(also)))
+        """The LLM with the adapters of the examples' modalities (and `routes`, and `also`) routed and on."""
+        self.route(sorted({k for ex in examples for k in self.present(ex)} | set(also)))
         with self.bank.context():
             yield self.bank.model
 
@@ -342,13 +359,16 @@ class MMLLM(nn.Module):
         return {}
 
     # ---- the three uses ------------------------------------------------------------------------
-    def forward(self, examples: Sequence[Example], pack: bool | str | None = None, logits_at: str | None = None):
+    def forward(self, examples: Sequence[Example], pack: bool | str | None = None, logits_at: str | None = None,
+                by_route: bool = False):
         """Teacher-forced pass; `.loss` is the conditional text-generation loss on the responses.
 
         `pack` (default `self.pack`, False) runs the batch padding-free in one row (True, or "auto":
         when that saves FLOPs); `logits_at="labels"` (default `self.logits_at`, "all") computes
         LM-head logits only where a label is predicted (agent/packing.py). Both give the same loss;
-        they change the layout of `.logits`."""
+        they change the layout of `.logits`. `by_route` (gated routing): one forward per group of rows
+        that switch on the same adapters, so each row is read as inference reads it (`RoutedOutput`
+        when there are several groups); otherwise the batch runs with the union of its adapters."""
         pack = self.pack if pack is None else pack
         logits_at = self.logits_at if logits_at is None else logits_at
         if logits_at not in ("all", "labels"):
@@ -363,11 +383,28 @@ class MMLLM(nn.Module):
             labels.append(torch.tensor([IGNORE] * p.shape[0] + ids, device=p.device))
         from graft.agent.packing import label_logits_forward, packed, worth_packing
 
-        if pack == "auto":
-            pack = worth_packing([s.shape[0] for s in seqs], self.backbone.config)
-        batch = packed(seqs, labels) if pack else self.pad(seqs, labels)
-        with self._routed(examples) as model:
-            return model(**batch) if logits_at == "all" else label_logits_forward(model, batch)
+        groups: dict[tuple[str, ...], list[int]] = {}  # gated: each row as inference will read it
+        for i, ex in enumerate(examples):
+            key = tuple(self.routed(self.present(ex))) if by_route and self.routing == "gated" else ()
+            groups.setdefault(key, []).append(i)
+        outputs, counts = [], []
+        for rows in groups.values():
+            part = [seqs[i] for i in rows], [labels[i] for i in rows]
+            use_pack = worth_packing([s.shape[0] for s in part[0]], self.backbone.config) if pack == "auto" else pack
+            batch = packed(*part) if use_pack else self.pad(*part)
+            with self._routed([examples[i] for i in rows]) as model:
+                outputs.append(model(**batch) if logits_at == "all" else label_logits_forward(model, batch))
+            counts.append(sum(int((lab != IGNORE).sum()) for lab in part[1]))
+        if len(outputs) == 1:
+            return outputs[0]
+        # the batch's mean token loss, from each group's mean: one output per routing group
+        loss = sum(o.loss * n for o, n in zip(outputs, counts)) / sum(counts)
+        return RoutedOutput(loss=loss, groups=outputs, rows=list(groups.values()))
+
+    @staticmethod
+    def present(example: Example) -> list[str]:
+        """The modalities whose adapters `example` is read with: its observations and its `routes`."""
+        return sorted({*example.obs, *example.routes})
 
     @torch.no_grad()
     def generate(self, examples: Sequence[Example], max_new_tokens: int = 32, **generate_kwargs) -> list[str]:

@@ -40,9 +40,11 @@ PHASES = ("pt", "it")
 KINDS: dict[str, type[Stage]] = {}
 
 
-def to_example(record: Mapping[str, Any]) -> Example:
+def to_example(record: Mapping[str, Any], training: str | None = None) -> Example:
+    """The record as an Example; a row a plugin `mixed` in is read with `training`'s adapter too."""
     obs = {m: record[m] for m in record.get("modalities") or []}
-    return Example(record["prompt"], obs, record.get("response"))
+    routes = (training,) if training and record.get("mixed") else ()
+    return Example(record["prompt"], obs, record.get("response"), routes=routes)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Batch:
     def mix(self, extra: list[dict], at: str) -> None:
         if not extra:
             return
+        extra = [dict(r, mixed=True) for r in extra]  # to_example reads these with the trained adapter on
         if not self.replace:
             self.mixed += extra
         elif at == "head":

@@ -28,11 +28,11 @@ class TextLossStage(Stage):
         return [{"params": mm.set_trainable(self.adapters or self.name, phase), "lr": float(self.lr)}]
 
     def loss(self, run, phase: str, batch, step: int) -> StepLoss:
-        examples = [to_example(r) for r in batch.rows]
+        examples = [to_example(r, self.modality) for r in batch.rows]
         # padding-free rows and LM-head logits only at labelled positions (agent/packing.py): the same
         # loss, fewer FLOPs; a plugin that distils full-position logits (LwF) turns it off
         fast = run.fast_text_loss
-        output = run.mm(examples, pack="auto" if fast else False, logits_at="labels" if fast else "all")
+        output = run.mm(examples, pack="auto" if fast else False, logits_at="labels" if fast else "all", by_route=True)
         return StepLoss({"total": output.loss}, examples, output)
 
     demos: list[dict] = []  # next-action test items, scored apart from the questions (imitation)

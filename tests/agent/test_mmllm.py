@@ -144,3 +144,27 @@ def test_the_fingerprint_follows_exactly_the_weights_an_input_reaches(tiny_mm):
     with torch.no_grad():
         next(gated.projectors["grid"].parameters()).add_(0.01)
     assert gated.fingerprint(["grid"]) != before["grid"][0]
+
+
+def test_gated_training_reads_each_row_as_inference_will(tiny_mm, rng):
+    from graft.agent.mmllm import RoutedOutput
+
+    mm = tiny_mm("routing=gated")
+    with torch.no_grad():  # a trained grid adapter: reading rgb rows with it on would change them
+        for p in mm.bank.lora_parameters("grid"):
+            p.normal_(std=0.5)
+    mm.set_trainable("rgb", "it")
+    own = [Example("<rgb> what?", obs(mm, rng, "rgb"), "ball") for _ in range(2)]
+    replayed = Example("<grid> what?", obs(mm, rng, "grid"), "key", routes=("rgb",))  # mixed in by replay
+    text = Example("What is two plus two?", {}, "four", routes=("rgb",))  # mixed in by the text mix
+    out = mm([*own, replayed, text], by_route=True)
+    assert isinstance(out, RoutedOutput) and sorted(map(sorted, out.rows)) == [[0, 1, 3], [2]]
+    alone = mm([*own, text], by_route=True).loss  # what inference reads for these rows: the rgb adapter alone
+    torch.testing.assert_close(out.groups[out.rows.index([0, 1, 3])].loss, alone)
+    out.loss.backward()
+    assert all(p.grad is not None for p in mm.bank.lora_parameters("rgb"))
+    assert all(p.grad is None for p in mm.bank.lora_parameters("grid"))  # frozen, though it was on for one row
+    stacked = tiny_mm()
+    stacked.set_trainable("rgb", "it")
+    assert not isinstance(stacked([*own, replayed], by_route=True), RoutedOutput)  # stacked: one forward, all on
+    assert not isinstance(mm([*own, replayed]), RoutedOutput)  # without by_route: the union, as before

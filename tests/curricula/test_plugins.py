@@ -119,3 +119,15 @@ def test_lwf_distillation_is_zero_for_an_unchanged_model_and_positive_after_a_ch
             if "lora_B" in n:
                 p.add_(0.3)
     assert plugin.penalty(_Run(mm), s, StepLoss({}, examples, mm(examples))).item() > 1e-4
+
+
+def test_mixed_rows_are_read_with_the_trained_adapter_and_own_rows_as_they_are():
+    from graft.curricula.stages.base import Batch, to_example
+
+    own = [{"prompt": "<rgb> what?", "modalities": ["rgb"], "rgb": 0, "response": "a"} for _ in range(4)]
+    batch = Batch(list(own), replace=True)
+    batch.mix([{"prompt": "<grid> what?", "modalities": ["grid"], "grid": 0, "response": "b"}], at="head")
+    batch.mix([{"prompt": "hi", "modalities": [], "response": "c"}], at="tail")
+    routes = [to_example(r, "rgb").routes for r in batch.rows]
+    assert routes == [("rgb",), (), (), ("rgb",)] and "mixed" not in own[0]
+    assert to_example(batch.rows[0]).routes == ()  # a text stage trains no modality adapter
