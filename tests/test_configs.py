@@ -67,3 +67,12 @@ def test_lora_config_instantiates(compose, name):
 
     cfg = lora_config(OmegaConf.to_container(compose("chat", [f"lora={name}"]).lora))
     assert cfg.r > 0
+
+
+def test_the_quick_preset_shrinks_every_budget_of_the_default_run(compose):
+    default, quick = compose("onboard"), compose("onboard", ["+preset=quick"])
+    assert quick.backbone.name == default.backbone.name  # the same brain, a sliver of the work
+    assert quick.steps_scale < default.steps_scale
+    assert quick.curriculum.eval.rollout_episodes < default.curriculum.eval.rollout_episodes
+    assert quick.curriculum.data.episodes < default.curriculum.data.episodes
+    assert quick.text_probes.max_items and quick.text_probes.passages < default.text_probes.passages
