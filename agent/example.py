@@ -4,7 +4,8 @@ The prompt holds one `<name>` placeholder per observation. `checked` says the ob
 already validated at the boundary (a policy's entry, the policy server), so the MM-LLM encodes them
 without checking them again. `routes` names modalities whose adapters the example is read with
 besides its own observations' (gated routing): a replayed or text-mix row in a training batch is
-read with the adapter being trained, so that adapter learns to leave it as it was. A leaf module, so the MM-LLM's helpers can name the type.
+read with the adapter being trained, so that adapter learns to leave it as it was. A leaf module,
+so the MM-LLM's helpers can name the type.
 """
 from __future__ import annotations
 

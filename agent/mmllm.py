@@ -11,8 +11,8 @@ names of an environment's actions.
 Under gated routing a text-loss stage's batch (`forward(by_route=True)`) is read row by row as
 inference will read it: the rows are grouped by the adapters their observations (and
 `Example.routes`) switch on, one forward per group, and `.loss` is the batch's mean token loss
-(`RoutedOutput`). Before this, a batch ran with the union of its rows' adapters, so a stage's own rgb rows trained with a replayed grid row's adapter on, which
-inference on an rgb-only prompt never switches on.
+(`RoutedOutput`). Before this, a batch ran with the union of its rows' adapters, so a stage's own
+rgb rows trained with a replayed grid row's adapter on, which an rgb-only prompt never has.
 
 Output modalities (agent/outputs.py) are grafted the same way (`graft(name, output=OutputHead)`:
 K signal tokens and a LoRA adapter `name`); `signal_hidden` returns the LLM's last-layer hidden

@@ -264,7 +264,8 @@ class Agent(Policy):
         """Episodes of these sub-envs start afresh: their `escape` memory is cleared."""
         if env_ids is None:
             self._tried.clear()
-        for i in np.atleast_1d(env_ids) if env_ids is not None else ():
+            return
+        for i in np.atleast_1d(env_ids):
             self._tried.pop(int(i), None)
 
     def memory_key(self, i: int) -> Any:

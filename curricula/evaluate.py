@@ -4,9 +4,9 @@ Accuracy is scored, not sampled: each question is answered by the candidate with
 log-probability as a complete answer (followed by the end token the model was trained to emit, so
 "1" and "12" compete fairly; `MMLLM.score`): the probability of saying that whole answer, which is
 what the `Agent` acts on. Not length-normalised: a per-token mean favours long answers whose later
-tokens follow from the first (an unsure SmolLM2 picked the 3-token "toggle" over "forward"). A question's candidates are the
-distinct answers of its group in the set scored — text tasks grouped by family, questions by their
-opening words (`graft.envs.captions.question_group`: "how many", "what colour", "where is"),
+tokens follow from the first (an unsure SmolLM2 picked the 3-token "toggle" over "forward"). A
+question's candidates are the distinct answers of its group in the set scored — text tasks grouped
+by family, questions by their opening words (`graft.envs.captions.question_group`: "how many", "what colour", "where is"),
 next-action items by the env's action names — so chance is known: the mean of 1/K.
 
 Every score stands beside what it must beat:

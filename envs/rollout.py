@@ -190,8 +190,7 @@ def rollout(
         state_keys = _state_key_reader(venv) if stop_on_revisit else None
         memory = getattr(policy, "memory_key", None)
         if state_keys is not None and memory is not None:  # a repeat of (state, what the policy remembers)
-            env_keys = state_keys
-            state_keys = lambda ids: [None if k is None else (k, memory(int(i))) for i, k in zip(ids, env_keys(ids))]  # noqa: E731
+            state_keys = functools.partial(_with_memory, state_keys, memory)
         if hasattr(policy, "reset"):  # first: the visited keys hold the policy's fresh memory
             policy.reset(np.arange(num_envs))
         if state_keys is not None:
@@ -302,6 +301,11 @@ def _state_key_method(env: gym.Env) -> Callable[[], Any] | None:
             method = layer.state_key
             return method if callable(method) else None
     return None
+
+
+def _with_memory(state_keys: Callable[[Sequence[int]], list], memory: Callable[[int], Any], env_ids) -> list:
+    """The visited keys of a policy with memory: (env state, the policy's memory_key) per sub-env."""
+    return [None if k is None else (k, memory(int(i))) for i, k in zip(env_ids, state_keys(env_ids))]
 
 
 def _restart_visits(visited: list[set], state_keys: Callable[[Sequence[int]], list], env_ids: np.ndarray) -> None:

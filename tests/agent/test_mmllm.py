@@ -168,3 +168,16 @@ def test_gated_training_reads_each_row_as_inference_will(tiny_mm, rng):
     stacked.set_trainable("rgb", "it")
     assert not isinstance(stacked([*own, replayed], by_route=True), RoutedOutput)  # stacked: one forward, all on
     assert not isinstance(mm([*own, replayed]), RoutedOutput)  # without by_route: the union, as before
+
+
+def test_the_routed_loss_is_the_batch_mean_token_loss(tiny_mm, rng):
+    """With the grid adapter at zero, union and per-route reading give the same numbers: the combined
+    loss of the routing groups must then equal the one-forward loss over all label tokens."""
+    mm = tiny_mm("routing=gated")
+    mm.set_trainable("rgb", "it")
+    rows = [Example("<rgb> what?", obs(mm, rng, "rgb"), "a red ball"),
+            Example("<grid> where?", obs(mm, rng, "grid"), "left", routes=("rgb",)),
+            Example("<rgb> colour?", obs(mm, rng, "rgb"), "green")]
+    routed, union = mm(rows, by_route=True), mm(rows)
+    assert len(routed.groups) == 2
+    torch.testing.assert_close(routed.loss, union.loss)

@@ -94,6 +94,7 @@ def test_escape_rollouts_stop_exactly_where_state_and_memory_repeat(tiny_mm):
         cut, full = runs[revisits, True], runs[revisits, False]
         assert [r["success"] for r in cut["records"]] == [r["success"] for r in full["records"]]
         assert cut["env_steps"] <= full["env_steps"]
+    assert runs["escape", True]["stopped_at_revisit"] > 0  # the pair (state, memory) did repeat: the stop was tested
     repeat = [r["length"] for r in runs["repeat", False]["records"]]
     escape = [r["length"] for r in runs["escape", False]["records"]]
     assert repeat != escape  # the memory changes what the agent does
