@@ -52,7 +52,7 @@ def test_quick_bench_writes_both_files_with_every_figure(compose, tmp_path):
     for side in ("graft", "graft_packed", "plain", "plain_today", "graft_onboard"):
         assert train[side]["samples_per_s"] > 0 and train[side]["tokens_per_s"] > 0, side
     # the baseline users write today reads all 49 grid cells, graft 16 pooled tokens
-    assert train["grid_tokens"] == {"graft": 26, "plain_today": 49}  # grid_words: 5 objects x 5 words + the cell ahead
+    assert train["grid_tokens"] == {"graft": 29, "plain_today": 49}  # grid_words: 5 objects x 5 words + 4 cells
     assert train["plain_today"]["tokens_per_sample"] > train["graft_onboard"]["tokens_per_sample"]
     assert train["prompts"]["graft"].endswith("<grid>") and train["prompts"]["plain_today"].startswith("<grid>\n")
     assert train["graft_onboard"]["precision"] == train["precision"]["dtype"]

@@ -3,7 +3,11 @@
 The frozen encoder lists the `slots` nearest objects in view (config default 5), nearest first, each as
 five tokens — colour, kind, steps ahead, steps to the side, side ("left" | "right" | "ahead") —
 then one token for the cell straight ahead ("wall", "door", "key", "ball", "box" or "nothing"):
-5 * slots + 1 tokens (26). On GoToLocal expert steps where the mission's object is in view, it is
+5 * slots + 1 tokens. With `surroundings` (the config's default) three more follow: the cells on the
+left and on the right (same words; "none" outside the view) and the steps to the first wall straight
+ahead ("none" if no wall is in view there): 5 * slots + 4 tokens (29). Without them the encoder
+cannot answer the ruler's wall questions ("Is there a wall on your left / three steps ahead?",
+42% of the grid test items), which capped the grid stage's perception gain. On GoToLocal expert steps where the mission's object is in view, it is
 among the nearest 3 / 4 / 5 / 6 objects 77 / 88 / 95 / 98% of the time (200 episodes), so 3 slots
 hide the goal on about one step in five. Each
 token is the LLM's input embedding of that word (" red", " ball", " two", ...), copied from the
@@ -35,11 +39,13 @@ VOCAB = (*COLORS, *LISTED, *NUMBERS, "left", "right", "ahead", "wall", "nothing"
 class GridWordsModality(Modality):
     # slots defaults to 3 here, as before it was a setting, so an agent saved then reloads as it was;
     # configs/modality/grid_words.yaml sets 5
-    def __init__(self, name: str = "grid", view_size: int = 7, slots: int = 3, embed_dim: int | None = None):
+    # likewise surroundings defaults to False; the config turns it on
+    def __init__(self, name: str = "grid", view_size: int = 7, slots: int = 3, embed_dim: int | None = None,
+                 surroundings: bool = False):
         super().__init__(name)
         if slots < 1:
             raise ValueError(f"grid_words lists at least one object, got slots={slots}")
-        self.view_size, self.slots = view_size, slots
+        self.view_size, self.slots, self.surroundings = view_size, slots, bool(surroundings)
         self.index = {w: i for i, w in enumerate(VOCAB)}
         # (W, D), filled by bind() from the backbone (not saved: a reload binds again)
         self.register_buffer("words", torch.zeros(len(VOCAB), embed_dim or 1), persistent=False)
@@ -67,8 +73,12 @@ class GridWordsModality(Modality):
     def validate(self, value, batched: bool = True) -> np.ndarray:
         return check_indices(self.spec, super().validate(value, batched))
 
+    @property
+    def num_tokens(self) -> int:
+        return PER_SLOT * self.slots + (4 if self.surroundings else 1)
+
     def describe(self, grid: np.ndarray) -> list[str]:
-        """The `5 * slots + 1` words of one view `(7, 7, 3)` (what `encode` embeds)."""
+        """The `num_tokens` words of one view `(7, 7, 3)` (what `encode` embeds)."""
         agent_row, agent_col = self.view_size - 1, self.view_size // 2
         seen = []
         for row in range(self.view_size):
@@ -82,15 +92,25 @@ class GridWordsModality(Modality):
             side = "left" if right < 0 else "right" if right > 0 else "ahead"
             words += [colour, kind, NUMBERS[min(ahead, 6)], NUMBERS[min(abs(right), 6)], side]
         words += ["none"] * (self.slots * PER_SLOT - len(words))
-        front = OBJECTS[int(grid[agent_row - 1, agent_col, 0])]
-        return words + [front if front in (*LISTED, "wall") else "nothing"]
+        words.append(self._cell(grid, agent_row - 1, agent_col))
+        if self.surroundings:
+            words += [self._cell(grid, agent_row, agent_col - 1), self._cell(grid, agent_row, agent_col + 1)]
+            walls = [d for d in range(1, agent_row + 1) if OBJECTS[int(grid[agent_row - d, agent_col, 0])] == "wall"]
+            words.append(NUMBERS[min(walls[0], 6)] if walls else "none")
+        return words
+
+    def _cell(self, grid: np.ndarray, row: int, col: int) -> str:
+        if not (0 <= row < self.view_size and 0 <= col < self.view_size):
+            return "none"
+        kind = OBJECTS[int(grid[row, col, 0])]
+        return "none" if kind == "unseen" else kind if kind in (*LISTED, "wall") else "nothing"
 
     def preprocess(self, batch: np.ndarray) -> torch.Tensor:
         if not self.bound:
             raise RuntimeError(f"modality '{self.name}' (grid_words) reads the LLM's word embeddings: graft it "
                                "onto an MM-LLM first (MMLLM.graft binds it)")
         ids = [[self.index[w] for w in self.describe(g)] for g in np.asarray(batch)]
-        return torch.tensor(ids, dtype=torch.long, device=self.words.device)  # (B, 5 * slots + 1)
+        return torch.tensor(ids, dtype=torch.long, device=self.words.device)  # (B, num_tokens)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.words[x]  # (B, 5 * slots + 1, D)
+        return self.words[x]  # (B, num_tokens, D)

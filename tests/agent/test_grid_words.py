@@ -34,10 +34,27 @@ def test_it_lists_the_nearest_objects_and_the_cell_ahead():
     assert GridWordsModality(slots=3).describe(view()) == ["none"] * 15 + ["nothing"]
     five = GridWordsModality(slots=5).describe(view((BALL, RED, 2, -1), (KEY, BLUE, 4, 0), (BALL, GREEN, 1, 2),
                                              (DOOR, RED, 6, 3), front=WALL))
-    assert len(five) == 26  # configs/modality/grid_words.yaml: 5 slots
+    assert len(five) == 26  # 5 slots, no surroundings
     assert five[15:20] == ["red", "door", "six", "three", "right"] and five[20:25] == ["none"] * 5
     with pytest.raises(ValueError, match="slots"):
         GridWordsModality(slots=0)
+
+
+def test_surroundings_name_the_cells_beside_and_the_wall_ahead():
+    grid = view((BALL, RED, 0, -1), (KEY, BLUE, 2, 0))
+    grid[6, 4] = (WALL, 0, 0)  # on the right
+    grid[6 - 4, 3] = (WALL, 0, 0)  # four steps ahead; beyond it unseen
+    grid[:6 - 4, 3] = (0, 0, 0)
+    words = GridWordsModality(slots=1, surroundings=True).describe(grid)
+    assert len(words) == GridWordsModality(slots=1, surroundings=True).num_tokens == 9
+    assert words[:5] == ["red", "ball", "zero", "one", "left"]
+    assert words[5:] == ["nothing", "ball", "wall", "four"]  # ahead, left, right, steps to the wall ahead
+    assert GridWordsModality(slots=1, surroundings=True).describe(view())[5:] == ["nothing", "nothing", "nothing", "none"]
+    assert GridWordsModality(slots=1, surroundings=True).describe(view(front=WALL))[-1] == "one"
+    edge = view()
+    edge[:, 2, 0] = 0  # the column on the left unseen
+    assert GridWordsModality(slots=1, surroundings=True).describe(edge)[6] == "none"
+    assert len(GridWordsModality(slots=5).describe(view())) == 26  # off by default: saved agents read as before
 
 
 @pytest.fixture
@@ -54,7 +71,7 @@ def test_the_llm_reads_its_own_word_embeddings_at_the_placeholder(mm):
     table = mm.backbone.get_input_embeddings().weight
     red = table[mm.tokenizer(" red", add_special_tokens=False)["input_ids"]].mean(0)
     none = table[mm.tokenizer(" none", add_special_tokens=False)["input_ids"]].mean(0)
-    assert seq.shape[0] == len(ids) - 1 + 26
+    assert seq.shape[0] == len(ids) - 1 + mm.modalities["grid"].num_tokens == len(ids) - 1 + 29  # the config: 5 slots + 4 cells
     torch.testing.assert_close(seq[at], red)  # identity projector: the word itself
     torch.testing.assert_close(seq[at + 5], none)
     mm.set_trainable("grid", "it")  # the projector learns; the word table is a frozen buffer
