@@ -24,7 +24,6 @@ scores on a merged copy of the adapters (agent/fast_path.py): for where the agen
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 from graft.agent.mmllm import MMLLM, Example
 from graft.agent.modalities.base import Modality
 from graft.envs.prompts import ACT_PROMPT, fill
-from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec, env_modality_specs
+from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec, env_modality_specs, observation_digest
 
 PROMPT = ACT_PROMPT  # "Mission: {mission}\nWhat is the next action?\n{tags}" (envs/prompts.py)
 NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
@@ -255,10 +254,7 @@ class Agent(Policy):
         return actions
 
     def digest(self, obs: Mapping[str, Any], i: int) -> bytes:
-        h = hashlib.blake2b(obs["mission"][i].encode(), digest_size=16)
-        for m in self.modalities:
-            h.update(np.ascontiguousarray(obs[m][i]).tobytes())
-        return h.digest()
+        return observation_digest(obs, i, ["mission", *self.modalities])
 
     def reset(self, env_ids: Any = None) -> None:
         """Episodes of these sub-envs start afresh: their `escape` memory is cleared."""

@@ -11,7 +11,7 @@ Run folder (default runs/onboard/<curriculum>-<env>-<time>):
     config.yaml              the composed config (what `resume=` reads back)
     data/<curriculum>/       generated env data (Parquet), reused on resume
     baseline.json            per stage: blind untrained score (FWT's reference), chance, group majority
-    success_baselines.json   random-policy and expert success cells on the held-out rollout seeds
+    success_baselines.json   random-policy, expert and random_escape success cells on the held-out rollout seeds
     text_probes.json         the base model's text probes (and, pretrained, the self-distilled text mix)
     <method>/checkpoint/     the method's latest training checkpoint; <method>/replay.sqlite its memory
     <method>/agent/          the trained agent (save_mmllm): `graft serve checkpoint=` / `graft rollout policy=`;
@@ -65,16 +65,23 @@ def rollout_plan(cfg, stages) -> int:
 
 
 def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -> dict:
-    """Random-policy and expert success cells, per stage that acts, on the stages' rollout seeds."""
+    """Random-policy, expert and (discrete actions) random-with-episode-memory success cells, per stage
+    that acts, on the stages' rollout seeds."""
     path = out / "success_baselines.json"
     if path.exists():
         return json.loads(path.read_text())
+    import gymnasium as gym
     from graft.curricula.evaluate import summary_cell
-    from graft.envs.rollout import make_policy, rollout
+    from graft.envs.rollout import make_env_factory, make_policy, rollout
 
     num_envs = int(cfg.curriculum.eval.get("num_envs", 4))
-    cells: dict[str, dict[int, dict]] = {"random": {}, "expert": {}}
-    found = {"random": [], "expert": []}
+    probe = make_env_factory(env_cfg)()
+    discrete = isinstance(probe.action_space, gym.spaces.Discrete)
+    probe.close()
+    # random_escape: random with the escape agent's episode memory (what that memory alone buys)
+    names = ["random", "expert"] + (["random_escape"] if discrete else [])
+    cells: dict[str, dict[int, dict]] = {n: {} for n in names}
+    found: dict[str, list] = {n: [] for n in names}
     for stage in stages:
         episodes = stage.rollout_episodes(cfg)
         for name in found:

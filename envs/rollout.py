@@ -43,8 +43,9 @@ every sub-env has a state key. A wrapper whose observations are not a function o
 (noise, a memory of its own) defines its own `state_key`, or `state_key = None` to turn the stop off.
 The random and expert policies do not declare `deterministic` (the BabyAI bot keeps a plan).
 
-`make_policy("expert" | "random", env)` builds the two reference policies; the expert runs inside
-each sub-env (experts.ExpertInfo). `vector="async"` spawns workers without shared memory, because
+`make_policy("expert" | "random" | "random_escape", env)` builds the reference policies; the expert
+runs inside each sub-env (experts.ExpertInfo); random_escape is random with the escape agent's
+episode memory (a discrete action not yet taken at a repeated observation). `vector="async"` spawns workers without shared memory, because
 missions are text and a GL context must not be forked.
 """
 from __future__ import annotations
@@ -62,10 +63,11 @@ import numpy as np
 from graft.envs.actions import validate_actions
 from graft.envs.atomic import write_json_atomic
 from graft.envs.factory import EnvFactory, env_config_dir, env_layers, load_env_config, make_env_factory
+from graft.envs.spec import observation_digest
 from tqdm.auto import tqdm
 
-__all__ = ["EnvFactory", "ExpertPolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
-           "make_env_factory", "make_policy", "make_vector_env", "rollout"]
+__all__ = ["EnvFactory", "ExpertPolicy", "RandomEscapePolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
+           "make_env_factory", "make_policy", "make_vector_env", "observation_digest", "rollout"]
 
 
 def _wrapped(factory: EnvFactory, wrapper: Callable[[gym.Env], gym.Env]) -> gym.Env:
@@ -86,6 +88,38 @@ class RandomPolicy:
         return np.stack([np.asarray(self.space.sample()) for _ in range(n)])
 
 
+class RandomEscapePolicy(RandomPolicy):
+    """Uniform random actions, but at an observation its episode has already seen it draws among the
+    actions not yet taken there (all of them once each was): the episode memory of
+    `Agent(revisits="escape")` without a model, i.e. what that memory alone buys. Discrete spaces."""
+
+    name = "random_escape"
+
+    def __init__(self, action_space: gym.Space, seed: int = 0):
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise ValueError(f"random_escape needs a Discrete action space, got {action_space}")
+        super().__init__(action_space, seed)
+        self.rng = np.random.default_rng(seed)
+        self._tried: dict[int, dict[bytes, set[int]]] = {}  # sub-env -> observation digest -> actions taken
+
+    def __call__(self, obs: dict, infos: dict) -> np.ndarray:
+        n, start, k = len(next(iter(obs.values()))), int(self.space.start), int(self.space.n)
+        actions = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            tried = self._tried.setdefault(i, {}).setdefault(observation_digest(obs, i), set())
+            free = [a for a in range(start, start + k) if a not in tried] or list(range(start, start + k))
+            actions[i] = free[int(self.rng.integers(len(free)))]
+            tried.add(int(actions[i]))
+        return actions
+
+    def reset(self, env_ids: Any = None) -> None:
+        if env_ids is None:
+            self._tried.clear()
+            return
+        for i in np.atleast_1d(env_ids):
+            self._tried.pop(int(i), None)
+
+
 class ExpertPolicy:
     """Returns the per-sub-env expert actions that `ExpertInfo` computed inside each sub-env."""
 
@@ -104,17 +138,18 @@ class ExpertPolicy:
 
 
 def make_policy(name: str, env: Any = None, seed: int = 0, **kwargs):
-    """The reference policies: "expert" (per-env expert from simulator state) or "random"."""
+    """The reference policies: "expert" (per-env expert from simulator state), "random", or
+    "random_escape" (random with an episode memory of the actions taken at each observation)."""
     if name == "expert":
         return ExpertPolicy(**kwargs)
-    if name == "random":
+    if name in ("random", "random_escape"):
         if env is None:
-            raise ValueError("make_policy('random') needs env= to read the action space")
+            raise ValueError(f"make_policy({name!r}) needs env= to read the action space")
         instance = make_env_factory(env)()
         space = instance.action_space
         instance.close()
-        return RandomPolicy(space, seed=seed)
-    raise ValueError(f"unknown policy {name!r}: envs provides 'expert' and 'random' "
+        return (RandomPolicy if name == "random" else RandomEscapePolicy)(space, seed=seed)
+    raise ValueError(f"unknown policy {name!r}: envs provides 'expert', 'random' and 'random_escape' "
                      "(a trained 'checkpoint' policy comes from graft.agent)")
 
 

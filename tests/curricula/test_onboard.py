@@ -38,7 +38,7 @@ def test_report_has_every_metric_for_both_methods(small_run):
     for stage in ("text", "grid", "rgb"):
         ref = base["stages"][stage]
         assert 0 < ref["chance"] < 1 and 0 <= ref["majority"] <= 1 and ref["blind"] is not None
-    for policy in ("random", "expert"):
+    for policy in ("random", "expert", "random_escape"):  # random_escape: BabyAI's actions are discrete
         assert base["success"][policy][0] is None  # the text stage does not act
         assert all(set(c) == {"rate", "ci95", "episodes"} for c in base["success"][policy][1:])
     assert base["success"]["expert"][1]["rate"] == 1.0  # the expert solves every held-out episode
@@ -121,9 +121,12 @@ def test_the_default_gate_rolls_back_a_stage_that_really_forgets(tmp_path, compo
     """naive (one shared adapter, no replay, no text mix) with graft's default gate: the grid stage
     overwrites the text skills the text stage taught, the validation drop is beyond the budget and
     the noise, and the gate restores the stage's starting weights (a real run, nothing forced)."""
-    cfg = compose("onboard", [*small_overrides, "steps_scale=0.5", "curriculum.text.test=96",
+    cfg = compose("onboard", [*small_overrides, "steps_scale=0.5", "curriculum.text.test=256",
                               "curriculum.stages.2.it_steps=300",  # rgb trains as long as grid: enough to forget
-                              "curriculum.eval.rollout_episodes=0", "curriculum.eval.max_examples=96",  # val big enough to see it
+                              # val big enough to see it: at 96 items the drop (0.365 -> 0.23-0.26) sat
+                              # within 0.01 of the limit (0.13), on one side or the other of it
+                              "curriculum.eval.rollout_episodes=0", "curriculum.eval.max_examples=256",
+                              "~curriculum.stages.2.anchor",  # the rgb align phase is not what this is about (~50 s)
                               "compare=[naive]", f"run_dir={tmp_path}",
                               "+methods.naive.gate=${methods.graft.gate}"])
     r = onboard(cfg)["methods"]["naive"]

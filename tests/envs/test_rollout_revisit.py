@@ -190,3 +190,22 @@ def test_babyai_state_key_is_the_exact_level_state():
     assert env.state_key() == start
     env.reset(seed=6)
     assert env.state_key() != start
+
+
+def test_random_escape_never_repeats_an_action_at_an_observation_until_all_were_taken():
+    import gymnasium as gym
+    from graft.envs.rollout import RandomEscapePolicy
+
+    policy = RandomEscapePolicy(gym.spaces.Discrete(3, start=1), seed=0)
+    obs = {"grid": np.zeros((2, 7, 7, 3), np.uint8), "mission": ("go to the ball", "go to the key")}
+    taken = [policy(obs, {}) for _ in range(3)]
+    for i in range(2):  # each sub-env: all three actions once, in some order
+        assert sorted(int(t[i]) for t in taken) == [1, 2, 3]
+    assert set(np.concatenate([policy(obs, {}) for _ in range(6)]).tolist()) <= {1, 2, 3}  # then any
+    policy.reset([0])
+    fresh = [int(policy(obs, {})[0]) for _ in range(3)]
+    assert sorted(fresh) == [1, 2, 3]  # sub-env 0 forgot its episode
+    again = RandomEscapePolicy(gym.spaces.Discrete(3, start=1), seed=0)
+    assert [a.tolist() for a in (again(obs, {}) for _ in range(3))] == [a.tolist() for a in taken]  # seeded
+    with pytest.raises(ValueError, match="Discrete"):
+        RandomEscapePolicy(gym.spaces.Box(-1, 1, (2,)), seed=0)
