@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
@@ -71,6 +72,20 @@ class AdapterBank:
             self.model.load_adapter(str(path), adapter_name=name, is_trainable=True)
         self.names.append(name)
         self._active = None
+
+    def copy_weights(self, source: str, target: str) -> int:
+        """Start adapter `target` from adapter `source`'s LoRA weights (same config); → tensors copied."""
+        for name in (source, target):
+            if name not in self.names:
+                raise KeyError(f"no adapter '{name}' (grafted: {self.names})")
+        params = dict(self.model.named_parameters())
+        copied = 0
+        with torch.no_grad():
+            for name, p in params.items():
+                if "lora_" in name and f".{source}." in name + ".":
+                    params[(name + ".").replace(f".{source}.", f".{target}.")[:-1]].copy_(p)
+                    copied += 1
+        return copied
 
     def lora_parameters(self, name: str):
         return [p for n, p in self.model.named_parameters() if "lora_" in n and f".{name}." in n + "."]

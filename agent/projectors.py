@@ -8,6 +8,11 @@
   the LLM reads fewer tokens, and every prompt token costs training and control-step time.
 - `resampler`: learned queries cross-attending to the features (Flamingo/BLIP-2 style); emits a
   fixed `num_queries` tokens whatever N is, so large images cost the LLM a fixed budget.
+- `transformer_resampler`: the features (with learned positions) and `num_queries` learned queries
+  go through a small transformer together (`depth` layers of width `width`, Q-Former style); the
+  outputs at the queries are projected to the LLM's width. Deeper than `resampler`: a query can
+  pick "the nearest object" out of a set, which one cross-attention step does not learn. The
+  projector `anchor` trains (curricula/stages/anchor.py).
 
 Each is built by `configs/projector/<name>.yaml`; `in_dim` and `out_dim` are filled in by the
 MM-LLM when a modality is grafted.
@@ -85,3 +90,27 @@ class ResamplerProjector(nn.Module):
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, Q, D)
         h = q + self.attn(q, kv, kv, need_weights=False)[0]
         return h + self.ffn(self.out_norm(h))  # (B, Q, D)
+
+
+class TransformerResamplerProjector(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, num_queries: int = 16, width: int = 128, depth: int = 2,
+                 num_heads: int = 4, max_inputs: int = 256):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"transformer_resampler: width {width} must be divisible by num_heads {num_heads}")
+        self.num_queries, self.max_inputs = num_queries, max_inputs
+        self.inp = nn.Linear(in_dim, width)
+        self.positions = nn.Parameter(torch.randn(max_inputs, width) * 0.02)
+        self.queries = nn.Parameter(torch.randn(num_queries, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, num_heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        if N > self.max_inputs:
+            raise ValueError(f"transformer_resampler: {N} input tokens, at most max_inputs={self.max_inputs}")
+        h = self.inp(x) + self.positions[:N]  # (B, N, W)
+        h = torch.cat([h, self.queries.expand(B, -1, -1)], 1)  # (B, N + Q, W)
+        return self.out(self.norm(self.blocks(h)[:, N:]))  # (B, Q, D)

@@ -256,8 +256,9 @@ class MethodRun:
         for stage in self.stages:
             self.graft(stage)
         for stage in self.stages:
-            if "pt" in stage.phases and stage.steps("pt"):
-                engine.train(self, stage, "pt", stage.steps("pt"))
+            for phase in ("align", "pt"):
+                if phase in stage.phases and stage.steps(phase):
+                    engine.train(self, stage, phase, stage.steps(phase))
         union = union_stage(self.stages)
         engine.train(self, union, "it", union.steps("it"))
         for stage in self.stages:  # other kinds train after the union (their loss is not a text loss)

@@ -36,7 +36,7 @@ import torch
 from graft.agent.mmllm import Example
 
 STAGE_KEYS = ("pt_steps", "it_steps", "batch_size", "lr", "replay_size", "replay_ratio", "text_mix")
-PHASES = ("pt", "it")
+PHASES = ("pt", "it", "align")  # index seeds a phase's batches; align (an anchored input stage) came later
 KINDS: dict[str, type[Stage]] = {}
 
 

@@ -3,6 +3,9 @@
     {name: grid, modality: grid}      input: graft a sensor's encoder + projector + LoRA; MM PT on its
                                       captions (projector only), then MM IT on its questions and
                                       demonstrations (projector + LoRA)
+    {name: rgb, modality: rgb,        the same, with an `align` phase first that trains the projector
+     anchor: {modality: grid},        to make the tokens the anchor makes from the same moment
+     projector: {...}}                (curricula/stages/anchor.py); `projector` overrides the modality's
     {name: text, modality: null}      text: a LoRA adapter with no encoder, IT on text-only tasks
 
 Both are scored by multiple-choice accuracy on their test questions (curricula/evaluate.py), beside
@@ -15,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from graft.curricula.stages.base import Stage, StageContext, StepLoss, fresh_agent, to_example
+import numpy as np
+from graft.curricula.stages.anchor import anchor_loss, anchor_settings, anchor_tokens, paired_observations
+from graft.curricula.stages.base import PHASES, Batch, Stage, StageContext, StepLoss, fresh_agent, to_example
 from graft.curricula.stages.data import spread
 
 
@@ -79,8 +84,10 @@ class TextLossStage(Stage):
 
 class InputStage(TextLossStage):
     kind = "input"
-    phases = ("pt", "it")
+    phases = ("align", "pt", "it")
     acts = True
+    anchor: dict | None = None
+    paired: dict | None = None  # anchor observations {modality: (N, *shape)}, made on first use
 
     def __init__(self, index: int, spec: Mapping[str, Any], settings: Mapping[str, Any]):
         super().__init__(index, spec, settings)
@@ -98,6 +105,12 @@ class InputStage(TextLossStage):
         self.val = spread(mine(data.get("val", []), ("qa",)), ctx.cap)
         self.demos = spread(mine(data["test"], ("demo",)), ctx.cap)
         self.action_names = ctx.action_names
+        self.anchor = anchor_settings(self.spec.get("anchor"), self.modality, float(ctx.cfg.get("steps_scale", 1.0)))
+        if self.anchor:
+            if not any(s.modality == self.anchor["modality"] for s in earlier):
+                raise ValueError(f"stage '{self.name}': anchor '{self.anchor['modality']}' is not grafted by an "
+                                 f"earlier stage (earlier: {[s.name for s in earlier]})")
+            self.env_cfg, self.seed = ctx.env_cfg, int(ctx.cfg.seed)
         if not self.test:
             raise ValueError(f"stage '{self.name}': no test questions about '{self.modality}' survived answer "
                              "balancing; generate more episodes (curriculum.data.episodes)")
@@ -109,9 +122,48 @@ class InputStage(TextLossStage):
     def graft(self, mm, cfg, adapter: str | None):
         from graft.agent.build import graft_modality
         from graft.curricula.config import modality_config
+        from omegaconf import OmegaConf
 
         modality_cfg = modality_config(cfg, self.modality)
-        graft_modality(mm, self.modality, modality_cfg, modality_cfg.get("projector") or cfg.projector, adapter=adapter)
+        projector = self.spec.get("projector") or modality_cfg.get("projector") or cfg.projector
+        if self.anchor and "tokens" not in modality_cfg:  # as many tokens as the anchor makes
+            modality_cfg = {**OmegaConf.to_container(modality_cfg, resolve=True),
+                            "tokens": anchor_tokens(mm, self.anchor["modality"])}
+        graft_modality(mm, self.modality, modality_cfg, projector, adapter=adapter)
+        if self.anchor and self.anchor["adapter"] == "copy":
+            mine, theirs = mm.adapter_of[self.modality], mm.adapter_of[self.anchor["modality"]]
+            if mine != theirs:  # one shared adapter (naive): nothing to copy
+                mm.bank.copy_weights(theirs, mine)
+
+    # ---- the align phase (anchor) -----------------------------------------------------------------
+    def steps(self, phase: str) -> int:
+        if phase == "align":
+            return int(self.anchor["steps"]) if self.anchor else 0
+        return super().steps(phase)
+
+    def draw(self, seed: int, phase: str, step: int):
+        if phase != "align":
+            return super().draw(seed, phase, step)
+        a = self.anchor
+        if self.paired is None:  # never more observations than the phase draws
+            count = min(int(a["observations"]), int(a["steps"]) * int(a["batch_size"]))
+            self.paired = paired_observations(self.env_cfg, [self.modality, a["modality"]], count, self.seed,
+                                              int(a["episode_steps"]))
+        rng = np.random.default_rng([seed, self.index, PHASES.index(phase), step])
+        picked = rng.integers(0, len(self.paired[self.modality]), int(a["batch_size"]))
+        rows = [{m: v[i] for m, v in self.paired.items()} for i in picked]
+        return Batch(rows, replace=True), rng
+
+    def parameter_groups(self, mm, phase: str, generators: Mapping[str, Any]) -> list[dict]:
+        if phase == "align":  # the projector only, as in MM PT
+            return [{"params": mm.set_trainable(self.name, "pt"), "lr": float(self.anchor["lr"])}]
+        return super().parameter_groups(mm, phase, generators)
+
+    def loss(self, run, phase: str, batch, step: int) -> StepLoss:
+        if phase != "align":
+            return super().loss(run, phase, batch, step)
+        stacked = {m: np.stack([r[m] for r in batch.rows]) for m in (self.modality, self.anchor["modality"])}
+        return StepLoss(anchor_loss(run.mm, self.modality, self.anchor["modality"], stacked))
 
     def rollout_success(self, run) -> tuple[dict | None, str | None]:
         episodes = self.rollout_episodes(run.cfg)
