@@ -34,7 +34,8 @@ import torch
 from graft.agent.mmllm import MMLLM, Example
 from graft.agent.modalities.base import Modality
 from graft.envs.prompts import ACT_PROMPT, fill
-from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec, env_modality_specs, observation_digest
+from graft.envs.episode_memory import EpisodeMemory
+from graft.envs.spec import ModalitySpec, ObservationError, ObservationSpec, env_modality_specs
 
 PROMPT = ACT_PROMPT  # "Mission: {mission}\nWhat is the next action?\n{tags}" (envs/prompts.py)
 NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
@@ -195,7 +196,7 @@ class Agent(Policy):
             raise ValueError(f"revisits must be 'repeat' (the same answer to the same observation) or 'escape' "
                              f"(the best action not yet taken at a repeated observation), got {revisits!r}")
         self.revisits = revisits
-        self._tried: dict[int, dict[bytes, set[int]]] = {}  # sub-env -> observation digest -> actions taken
+        self.memory = EpisodeMemory()  # revisits="escape": per sub-env, the actions taken at each observation
         self.mm, self.action_space, self.prompt, self.invalid = mm, action_space, prompt, invalid
         self.invalid_count = 0
         self.env_specs = dict(specs or {})  # what the env emits: the exact shapes it checks against
@@ -248,28 +249,19 @@ class Agent(Policy):
             ranked = self.scores(obs).argsort(-1, descending=True).cpu().numpy()  # (B, K)
         actions = np.empty(len(ranked), dtype=np.int64)
         for i, order in enumerate(ranked):
-            tried = self._tried.setdefault(i, {}).setdefault(self.digest(obs, i), set())
+            tried = self.memory.taken(obs, i, ["mission", *self.modalities])
             actions[i] = next((int(a) for a in order if int(a) not in tried), int(order[0]))
             tried.add(int(actions[i]))
         return actions
 
-    def digest(self, obs: Mapping[str, Any], i: int) -> bytes:
-        return observation_digest(obs, i, ["mission", *self.modalities])
-
     def reset(self, env_ids: Any = None) -> None:
         """Episodes of these sub-envs start afresh: their `escape` memory is cleared."""
-        if env_ids is None:
-            self._tried.clear()
-            return
-        for i in np.atleast_1d(env_ids):
-            self._tried.pop(int(i), None)
+        self.memory.reset(env_ids)
 
     def memory_key(self, i: int) -> Any:
         """Sub-env `i`'s memory as a hashable value (None without memory): with the env's state it
         decides every later action, so a rollout can stop exactly where the pair repeats."""
-        if self.memoryless:
-            return None
-        return frozenset((k, frozenset(v)) for k, v in self._tried.get(i, {}).items())
+        return None if self.memoryless else self.memory.key(i)
 
     def stats(self) -> dict:
         # invalid_answers: continuous answers that did not parse and became the space's centre

@@ -45,8 +45,8 @@ The random and expert policies do not declare `deterministic` (the BabyAI bot ke
 
 `make_policy("expert" | "random" | "random_escape", env)` builds the reference policies; the expert
 runs inside each sub-env (experts.ExpertInfo); random_escape is random with the escape agent's
-episode memory (a discrete action not yet taken at a repeated observation). `vector="async"` spawns workers without shared memory, because
-missions are text and a GL context must not be forked.
+episode memory (envs/episode_memory.py). `vector="async"` spawns workers without shared memory,
+because missions are text and a GL context must not be forked.
 """
 from __future__ import annotations
 
@@ -63,11 +63,11 @@ import numpy as np
 from graft.envs.actions import validate_actions
 from graft.envs.atomic import write_json_atomic
 from graft.envs.factory import EnvFactory, env_config_dir, env_layers, load_env_config, make_env_factory
-from graft.envs.spec import observation_digest
+from graft.envs.episode_memory import EpisodeMemory
 from tqdm.auto import tqdm
 
 __all__ = ["EnvFactory", "ExpertPolicy", "RandomEscapePolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
-           "make_env_factory", "make_policy", "make_vector_env", "observation_digest", "rollout"]
+           "make_env_factory", "make_policy", "make_vector_env", "rollout"]
 
 
 def _wrapped(factory: EnvFactory, wrapper: Callable[[gym.Env], gym.Env]) -> gym.Env:
@@ -100,24 +100,20 @@ class RandomEscapePolicy(RandomPolicy):
             raise ValueError(f"random_escape needs a Discrete action space, got {action_space}")
         super().__init__(action_space, seed)
         self.rng = np.random.default_rng(seed)
-        self._tried: dict[int, dict[bytes, set[int]]] = {}  # sub-env -> observation digest -> actions taken
+        self.memory = EpisodeMemory()
 
     def __call__(self, obs: dict, infos: dict) -> np.ndarray:
         n, start, k = len(next(iter(obs.values()))), int(self.space.start), int(self.space.n)
         actions = np.empty(n, dtype=np.int64)
         for i in range(n):
-            tried = self._tried.setdefault(i, {}).setdefault(observation_digest(obs, i), set())
+            tried = self.memory.taken(obs, i)
             free = [a for a in range(start, start + k) if a not in tried] or list(range(start, start + k))
             actions[i] = free[int(self.rng.integers(len(free)))]
             tried.add(int(actions[i]))
         return actions
 
     def reset(self, env_ids: Any = None) -> None:
-        if env_ids is None:
-            self._tried.clear()
-            return
-        for i in np.atleast_1d(env_ids):
-            self._tried.pop(int(i), None)
+        self.memory.reset(env_ids)
 
 
 class ExpertPolicy:

@@ -7,9 +7,8 @@ This module imports nothing of graft's (envs/ sits at the bottom of the dependen
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -105,13 +104,3 @@ def env_modality_specs(env: Any) -> dict[str, ModalitySpec]:
         out[key] = ModalitySpec(key, tuple(sub.shape), str(sub.dtype), uniform(low), uniform(high),
                                 f"observation '{key}' of {type(env).__name__}")
     return out
-
-
-def observation_digest(obs: Mapping[str, Any], i: int, keys: Sequence[str] | None = None) -> bytes:
-    """A hash of sub-env `i`'s observation in a batched obs dict (the `keys` given, default all; str
-    entries such as the mission by their text, arrays by their bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for key in keys if keys is not None else sorted(obs):
-        value = obs[key][i]
-        h.update(value.encode() if isinstance(value, str) else np.ascontiguousarray(value).tobytes())
-    return h.digest()
