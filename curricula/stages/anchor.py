@@ -16,8 +16,10 @@ not (the rgb stage scored at the majority answer without it).
       lr: 1.0e-3
       observations: 20000    paired observations, from random-policy episodes of the run's env
       episode_steps: 30      at most this many steps per episode
-      adapter: copy          copy: the stage's LoRA adapter starts as a copy of the anchor's (what the
-                             LLM learned to do with the anchor's tokens carries over); fresh: zero init
+      adapter: fresh         fresh: the stage's LoRA adapter starts at zero, as any graft's; copy: as a
+                             copy of the anchor's (what the LLM learned to do with the anchor's tokens
+                             carries over, but a prompt routing both adapters then applies it twice:
+                             SmolLM2's text perplexity with both on went from ~42 to ~3,000, seed 0)
 
 The paired observations come from their own seeds (from 2**32 + 10**6 * seed up: the datagen,
 expert and held-out rollout episodes all draw theirs below 2**32), so no test or rollout episode
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 ANCHOR_DEFAULTS = {"steps": 1000, "batch_size": 64, "lr": 1.0e-3, "observations": 20000, "episode_steps": 30,
-                   "adapter": "copy"}
+                   "adapter": "fresh"}
 SEED_BASE = 2**32
 
 

@@ -1,5 +1,6 @@
-"""Anchoring a new modality's projector to an onboarded one (curricula/stages/anchor.py) on the
-curriculum's own rgb stage config: what it trains, what stays frozen, and what it refuses."""
+"""Anchoring a new modality's projector to an onboarded one (curricula/stages/anchor.py): rgb anchored
+to grid_words through the transformer_resampler config, with the anchor's adapter copied; what it
+trains, what stays frozen, and what it refuses."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,8 @@ def grafted(compose, seed_lora):
     mm = fresh_agent(cfg, "gated")
     InputStage(0, {"name": "grid", "modality": "grid"}, SETTINGS).graft(mm, cfg, None)
     seed_lora(mm)
-    spec = next(s for s in OmegaConf.to_container(cfg.curriculum.stages, resolve=True) if s["name"] == "rgb")
+    spec = {"name": "rgb", "modality": "rgb", "anchor": {"modality": "grid", "adapter": "copy"},
+            "projector": OmegaConf.to_container(compose("onboard", ["projector=transformer_resampler"]).projector)}
     rgb = InputStage(1, spec, SETTINGS)
     rgb.anchor = {**anchor_settings(spec["anchor"], "rgb"), "steps": 60, "observations": 1024, "batch_size": 32,
                   "lr": 3e-3}
@@ -83,6 +85,7 @@ def test_paired_observations_are_seeded_and_come_from_their_own_episodes():
 
 def test_anchor_settings_say_what_is_wrong():
     assert anchor_settings(None, "rgb") is None
+    assert anchor_settings({"modality": "grid"}, "rgb")["adapter"] == "fresh"
     assert anchor_settings({"modality": "grid", "steps": 1000}, "rgb", steps_scale=0.01)["steps"] == 10
     with pytest.raises(ValueError, match="unknown anchor setting"):
         anchor_settings({"modality": "grid", "stpes": 3}, "rgb")
@@ -92,3 +95,19 @@ def test_anchor_settings_say_what_is_wrong():
         anchor_settings({"modality": "rgb"}, "rgb")
     with pytest.raises(ValueError, match="'copy' or 'fresh'"):
         anchor_settings({"modality": "grid", "adapter": "share"}, "rgb")
+
+
+def test_an_anchored_stage_runs_its_align_phase_in_a_curriculum_and_reloads(tmp_path, compose, small_overrides):
+    from graft.agent.build import load_mmllm
+    from graft.curricula.onboard import onboard
+
+    cfg = compose("onboard", [*small_overrides, "compare=[graft]", f"run_dir={tmp_path}",
+                              "+curriculum.stages.2.anchor={modality:grid,steps:600}",
+                              "+curriculum.stages.2.projector={_target_:graft.agent.projectors.TransformerResamplerProjector,depth:1}"])
+    result = onboard(cfg)["methods"]["graft"]
+    curve = result["loss_curves"]["rgb"]["align"]
+    assert len(curve) == 30  # 600 steps x steps_scale 0.05
+    assert np.mean(curve[-5:]) < np.mean(curve[:5])
+    agent = load_mmllm(tmp_path / "graft" / "agent")
+    frame = agent.modalities["rgb"].sample(np.random.default_rng(0))
+    assert agent.projectors["rgb"](agent.modalities["rgb"](frame[None])).shape[1] == 29  # the anchor's count, saved

@@ -126,7 +126,6 @@ def test_the_default_gate_rolls_back_a_stage_that_really_forgets(tmp_path, compo
                               # val big enough to see it: at 96 items the drop (0.365 -> 0.23-0.26) sat
                               # within 0.01 of the limit (0.13), on one side or the other of it
                               "curriculum.eval.rollout_episodes=0", "curriculum.eval.max_examples=256",
-                              "~curriculum.stages.2.anchor",  # the rgb align phase is not what this is about (~50 s)
                               "compare=[naive]", f"run_dir={tmp_path}",
                               "+methods.naive.gate=${methods.graft.gate}"])
     r = onboard(cfg)["methods"]["naive"]
