@@ -5,9 +5,10 @@ projector is trained, with no LLM forward, so that the tokens it makes from an o
 tokens the anchor modality's frozen encoder and projector make from the same moment of the env —
 ImageBind's idea (bind each modality to one that is already understood) applied to LLM input
 tokens. When the anchor reads words the LLM already knows (grid_words), the new sensor starts MM PT
-speaking them too: a camera behind a randomly initialised vision tower would otherwise have to
-learn its way into the LLM's embedding space from a few hundred captioned samples, which it does
-not (the rgb stage scored at the majority answer without it).
+speaking them too, instead of learning its way into the LLM's embedding space from a few hundred
+captioned samples. Measured on BabyAI's rgb stage (SmolLM2, seed 0, README): no gain over the
+plain stage after its IT (perception gain 0.008 vs -0.02, success 0.62 vs 0.59 of 100 episodes),
+so it is opt-in.
 
     anchor:
       modality: grid         an input modality grafted by an earlier stage (its weights stay frozen)
@@ -25,8 +26,9 @@ The paired observations come from their own seeds (from 2**32 + 10**6 * seed up:
 expert and held-out rollout episodes all draw theirs below 2**32), so no test or rollout episode
 is seen, with or without labels; they carry no language at all. The loss is the mean squared
 distance of the two token sequences, position by position, over the anchor tokens' mean squared
-norm (1.0 = as far as predicting zeros), plus a contrastive term (`anchor_loss`). The projector has to emit as many tokens as the anchor;
-`InputStage.graft` sets its `tokens` to the anchor's count when the stage's config leaves it out.
+norm (1.0 = as far as predicting zeros), plus a contrastive term (`anchor_loss`). The projector
+has to emit as many tokens as the anchor; `InputStage.graft` sets its `tokens` to the anchor's
+count when the stage's config leaves it out.
 """
 from __future__ import annotations
 
