@@ -52,7 +52,7 @@ VARIANTS = ("plain_today", "graft_onboard", "plain", "graft", "graft_packed")
 PLACEHOLDER_LINE = re.compile(r"(<[A-Za-z0-9_]+>)+")
 
 
-def setup(backbone: str, out: Path, episodes: int = 24):
+def setup(backbone: str, out: Path, episodes: int = 64):
     """A graft MethodRun on the grid stage of babyai_modalities (env data generated under `out`), its
     replay memory holding text samples."""
     from graft.curricula.config import compose_config

@@ -221,6 +221,10 @@ def md_method(name: str, m: dict) -> list[str]:
         keys = list(dict.fromkeys(k for p in params.values() for k in p))
         out += ["**Trainable parameters**", ""]
         out += md_table(["stage"] + keys, [[s] + [fmt_count(p.get(k)) for k in keys] for s, p in params.items()]) + [""]
+    parts = m.get("seconds_by_part") or {}
+    if any(parts.values()):
+        out += ["**Where the time went**: " + ", ".join(
+            f"{k} {v:.0f} s" for k, v in parts.items()) + f" (evaluate includes rollouts; total {m.get('seconds') or 0:.0f} s)", ""]
     if m.get("notes"):
         out += ["**Notes**", ""] + [f"- {n}" for n in m["notes"]] + [""]
     return out

@@ -16,6 +16,7 @@ after SIGKILL trains on exactly the batches the uninterrupted run drew.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ class MethodRun:
             "success_matrix": [], "val_matrix": [], "pre_scores": [None] * len(stages),
             "baseline": [b.get("blind") for b in baselines], "text_probes": {}, "text_probes_val": {},
             "gate": [], "loss_curves": {}, "trainable_params": {}, "notes": [], "seconds": 0.0, "outputs": {},
+            "seconds_by_part": {"train": 0.0, "evaluate": 0.0, "rollouts": 0.0},
         }
         from graft.agent.training import training_precision
 
@@ -82,6 +84,21 @@ class MethodRun:
         extra = {f"start/{k}": v for k, v in (self.start_weights or {}).items()} if phase != "done" else {}
         ckpt.save_checkpoint(self.out / "checkpoint", self.mm, self.optimizer if phase != "done" else None,
                              self.plugins, state, self.generators, extra)
+
+    @contextlib.contextmanager
+    def timed(self, part: str):
+        """Adds the block's wall time to results["seconds_by_part"][part] (train | evaluate, which
+        includes rollouts | rollouts): where a run's time goes."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            parts = self.results.setdefault("seconds_by_part", {})
+            parts[part] = round(parts.get(part, 0.0) + time.perf_counter() - began, 1)
+
+    def train(self, stage: Stage, phase: str, steps: int, start: int = 0) -> None:
+        with self.timed("train"):
+            engine.train(self, stage, phase, steps, start)
 
     def elapsed(self) -> float:
         return self.results["seconds"] + time.perf_counter() - self.started
@@ -115,6 +132,10 @@ class MethodRun:
         """Scores after training stage `upto`: every seen stage (with its controls and rollouts),
         every later stage blind, the validation split and the text probes."""
         self.log(f"evaluating {upto + 1} stage(s) (+ {len(self.stages) - upto - 1} blind), val split and text probes")
+        with self.timed("evaluate"):
+            return self._evaluate(upto)
+
+    def _evaluate(self, upto: int) -> dict:
         seen = self.stages[: upto + 1]
         reads = lambda s: [s.modality] if s.modality else []  # noqa: E731
         rows = [self.reuse(f"{s.name}:test", reads(s), lambda s=s: s.evaluate(self), stage=s) for s in seen]
@@ -195,7 +216,7 @@ class MethodRun:
                 steps = stage.steps(phase)
                 if phase0 not in ("new", phase) or not steps:
                     continue
-                engine.train(self, stage, phase, steps, step0 if phase0 == phase else 0)
+                self.train(stage, phase, steps, step0 if phase0 == phase else 0)
                 phase0 = "new"
             phase0, step0 = "new", 0
             row = self.evaluate(i)
@@ -258,12 +279,12 @@ class MethodRun:
         for stage in self.stages:
             for phase in ("align", "pt"):
                 if phase in stage.phases and stage.steps(phase):
-                    engine.train(self, stage, phase, stage.steps(phase))
+                    self.train(stage, phase, stage.steps(phase))
         union = union_stage(self.stages)
-        engine.train(self, union, "it", union.steps("it"))
+        self.train(union, "it", union.steps("it"))
         for stage in self.stages:  # other kinds train after the union (their loss is not a text loss)
             if not isinstance(stage, TextLossStage):
-                engine.train(self, stage, "it", stage.steps("it"))
+                self.train(stage, "it", stage.steps("it"))
                 self.results["notes"].append(f"joint trains {stage.kind} stage '{stage.name}' after the union of "
                                              "the text-loss stages")
         T = len(self.stages)

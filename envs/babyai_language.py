@@ -13,7 +13,7 @@ same egocentric 7x7 view, but each is asked about what it carries, and no questi
 Every question group (its first two words, `captions.question_group`) has one answer type and gets
 at most one question per observation (`captions.ask`: an answer drawn uniformly among those the view
 allows, from a generator seeded by the grid), so answers come out roughly balanced before datagen
-balances them exactly. Counts and steps are asked only up to 3 (counts of one colour up to 2).
+balances each question exactly. Counts and steps are asked only up to 3 (counts of one colour up to 2).
 Answers are short and exact ("2", "red", "ahead left", "yes", "key"), checkable by string match
 against the stored `grid`; captions also say what the agent carries.
 """

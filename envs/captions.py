@@ -20,13 +20,13 @@ a deterministic function of (env state, obs, rng seed). The built-in ones draw f
 
 A question group is the first two words of the question, lowercased (`question_group`: "where
 is", "how many"); the multiple-choice evaluation offers a question the distinct answers of its group
-as candidates. `balance_answers` evens out the answers within each (modalities, group) of a split,
-so always giving a group's most common answer scores exactly 1/K there.
+as candidates. `balance_answers` evens out the answers of each question (modalities, question text)
+of a split, so always giving a question's most common answer scores no better than an even guess.
 """
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,31 +121,45 @@ def question_group(prompt: str) -> str:
 
 
 def balance_answers(records: list[dict], seed: int) -> tuple[list[dict], dict]:
-    """Even out the answers of every question group; records of other kinds pass through in order.
+    """Even out the answers of every question; records of other kinds pass through in order.
 
-    Questions (`kind == "qa"`) are grouped by (modalities, `question_group(prompt)`). In a group,
-    answers seen fewer than 2 times are dropped, the group is dropped if fewer than 2 answers remain,
-    and every remaining answer is downsampled (seeded per group, deterministic) to the count of the
-    rarest. Survivors keep their order. Returns (records, report): report["groups"] maps
-    "<modalities>: <group>" to {"before": {answer: n}, "after": {answer: n}}; report["dropped"]
-    lists the groups left with no questions.
+    Questions (`kind == "qa"`) are stratified by (modalities, question text): each stratum is one
+    question asked of one modality ("Is there a wall on your left?"). In a stratum, answers seen
+    fewer than 2 times are dropped, the stratum is dropped if fewer than 2 answers remain, and every
+    remaining answer is downsampled (seeded per stratum, deterministic) to the count of the rarest.
+    So neither the group's nor the question's most common answer beats an even guess: balancing
+    whole groups only left per-question priors ("in front of you" is rarely a wall, "five steps
+    ahead" usually is), which a model answered from without looking. Survivors keep their order.
+    Returns (records, report): report["groups"] maps "<modalities>: <group>" to {"before": {answer:
+    n}, "after": {answer: n}} summed over the group's questions; report["dropped"] lists the groups
+    left with no questions, report["questions"] counts strata {"before", "kept"}.
     """
-    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    strata: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, r in enumerate(records):
         if r["kind"] == "qa":
-            groups[f"{'+'.join(r['modalities'])}: {question_group(r['prompt'])}"][r["response"]].append(i)
+            lines = text_lines(r["prompt"])
+            group = f"{'+'.join(r['modalities'])}: {question_group(r['prompt'])}"
+            strata[(group, lines[-1] if lines else "")][r["response"]].append(i)
     keep = [r["kind"] != "qa" for r in records]
-    report: dict[str, Any] = {"groups": {}, "dropped": []}
-    for name in sorted(groups):
-        by_answer = {a: rows for a, rows in sorted(groups[name].items()) if len(rows) >= 2}
+    before: dict[str, Counter] = defaultdict(Counter)
+    after: dict[str, Counter] = defaultdict(Counter)
+    for group, question in sorted(strata):
+        answers = strata[(group, question)]
+        by_answer = {a: rows for a, rows in sorted(answers.items()) if len(rows) >= 2}
         if len(by_answer) < 2:
             by_answer = {}
-            report["dropped"].append(name)
         n = min((len(rows) for rows in by_answer.values()), default=0)
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        for rows in by_answer.values():
+        rng = np.random.default_rng([seed, zlib.crc32(f"{group}|{question}".encode())])
+        for answer, rows in by_answer.items():
             for j in rng.choice(len(rows), n, replace=False):
                 keep[rows[j]] = True
-        report["groups"][name] = {"before": {a: len(rows) for a, rows in sorted(groups[name].items())},
-                                  "after": {a: n for a in by_answer}}
+            after[group][answer] += n
+        before[group].update({a: len(rows) for a, rows in answers.items()})
+    report: dict[str, Any] = {
+        "groups": {g: {"before": dict(sorted(before[g].items())), "after": dict(sorted(after[g].items()))}
+                   for g in sorted(before)},
+        "dropped": [g for g in sorted(before) if not after[g]],
+        "questions": {"before": len(strata),
+                      "kept": sum(any(keep[i] for rows in answers.values() for i in rows) for answers in strata.values())},
+    }
     return [r for r, k in zip(records, keep) if k], report

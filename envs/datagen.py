@@ -21,8 +21,9 @@ captions and questions for the modalities a describer on the wrapper chain talks
                                 objects float32 (N,5); plus whatever a wrapper adds
 
 With `balance` (the default) each split's questions then go through `captions.balance_answers`:
-within every (modalities, question group) the answers are downsampled to equal counts (rare answers
-and one-answer groups dropped), so the group-majority baseline scores exactly 1/K on that split.
+within every question (modalities, question text) the answers are downsampled to equal counts (rare
+answers and one-answer questions dropped), so no answer prior, of the group or of the question,
+beats an even guess on that split.
 Captions and demos are kept as they are.
 
 Written as `<out_dir>/<split>.parquet` with Hugging Face `datasets` (features kept in the Parquet

@@ -17,7 +17,7 @@ modality is asked about what it carries, and no question is asked of two modalit
 Directions from the base are seen from the camera: "front" is towards it (-y), "right" is +x.
 Every question group (its first two words, `captions.question_group`) has one answer type, a small
 set of answers, and at most one question per observation (`captions.ask`, drawn from a generator
-seeded by the proprio reading), so balanced groups survive datagen's balancing with a few hundred
+seeded by the proprio reading), so balanced questions survive datagen's balancing with a few hundred
 questions. Comparisons closer than a margin are not asked.
 """
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_chat_takes_its_observation_from_an_environment(compose):
 def test_datagen_writes_every_kind_and_split(tmp_path):
     import datasets
 
-    assert main(["datagen", "episodes=8", "text.train=20", "text.test=8", f"run_dir={tmp_path}"]) == 0
+    assert main(["datagen", "episodes=64", "text.train=20", "text.test=8", f"run_dir={tmp_path}"]) == 0
     for kind in ("pt", "it", "demo", "text"):
         for split in ("train", "test"):
             ds = datasets.Dataset.from_parquet(str(tmp_path / f"{kind}-{split}.parquet"))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from graft.curricula.stages.output import chunk_l2, goal_grid, image_errors
 
-TINY = ["backbone=tiny_llama", "steps_scale=0.02", "curriculum.data.episodes=12", "curriculum.expert.train=4", "curriculum.expert.test=3",
+TINY = ["backbone=tiny_llama", "steps_scale=0.02", "curriculum.data.episodes=64", "curriculum.expert.train=4", "curriculum.expert.test=3",
         "curriculum.text.train=60", "curriculum.text.test=12", "curriculum.eval.max_examples=3",
         "generators.image.image_size=16", "generators.image.sample_steps=2", "tensorboard=false"]
 

@@ -14,14 +14,14 @@ from graft.curricula.onboard import onboard
 from graft.curricula.stages import OutputStage
 
 TINY = [
-    "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=12", "curriculum.expert.train=4",
+    "curriculum=mujoco_outputs", "steps_scale=0.03", "curriculum.data.episodes=16", "curriculum.expert.train=4",
     "curriculum.expert.test=2", "curriculum.text.train=60", "curriculum.text.test=12", "curriculum.eval.max_examples=6",
     "curriculum.stages.2.rollout={episodes: 2, num_envs: 2, execute: 8}", "generators.image.image_size=16",
     "generators.image.sample_steps=2", "generators.action.sample_steps=2", "progress=false", "tensorboard=false",
     "checkpoint_every=2",
 ]
 STAGES = ["proprio", "objects", "action_chunk", "rgb", "goal_image"]
-TIMING = ("seconds", "seconds_per_sample", "seconds_per_chunk",
+TIMING = ("seconds", "seconds_by_part", "seconds_per_sample", "seconds_per_chunk",
           "reused_evaluations")  # how many cells a process did not re-measure: a resumed one starts counting afresh
 
 

@@ -15,22 +15,22 @@ from test_babyai import expected_answer
 
 @pytest.fixture(scope="module")
 def babyai(tmp_path_factory):
-    out = tmp_path_factory.mktemp("babyai")
-    return generate_dataset("babyai_goto", out, episodes=5, seed=3), out
+    out = tmp_path_factory.mktemp("babyai")  # unbalanced: 5 episodes keep few questions balanced per question
+    return generate_dataset("babyai_goto", out, episodes=5, seed=3, balance=False), out
 
 
 @pytest.fixture(scope="module")
 def reach(tmp_path_factory):
     out = tmp_path_factory.mktemp("reach")
-    return generate_dataset("mujoco_reach", out, episodes=3, seed=0, splits={"train": 2, "test": 1}), out
+    return generate_dataset("mujoco_reach", out, episodes=3, seed=0, splits={"train": 2, "test": 1}, balance=False), out
 
 
 def test_same_seed_same_dataset_other_seed_other_episodes(babyai, tmp_path):
     first, _ = babyai
-    again = generate_dataset("babyai_goto", None, episodes=5, seed=3)
+    again = generate_dataset("babyai_goto", None, episodes=5, seed=3, balance=False)
     for split in first:
         assert first[split].data.table.equals(again[split].data.table)
-    other = generate_dataset("babyai_goto", None, episodes=5, seed=4)
+    other = generate_dataset("babyai_goto", None, episodes=5, seed=4, balance=False)
     assert set(other["train"]["episode_seed"]) != set(first["train"]["episode_seed"])
 
 
