@@ -99,8 +99,9 @@ def blind(records: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 @torch.no_grad()
 def accuracy(mm: MMLLM, records: Sequence[Mapping[str, Any]], action_names: Sequence[str] | None = None,
-             batch_size: int = 16) -> float:
-    """Fraction of records whose reference answer scores highest among its group's candidates."""
+             batch_size: int = 16, groups: dict[str, list[int]] | None = None) -> float:
+    """Fraction of records whose reference answer scores highest among its group's candidates;
+    `groups`, if given, is filled with `{group key: [correct, items]}`."""
     if not records:
         raise ValueError("cannot score an empty test set")
     mm.eval()
@@ -113,12 +114,17 @@ def accuracy(mm: MMLLM, records: Sequence[Mapping[str, Any]], action_names: Sequ
         options = candidates[key]
         if len(options) < 2:  # a one-option question carries no information
             correct += len(rows)
+            if groups is not None:
+                groups[key] = [len(rows), len(rows)]
             continue
+        before = correct
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             scores = mm.score([to_example(r) for r in chunk], options)  # (B, K) summed log-probs
             picked = scores.argmax(-1).tolist()
             correct += sum(options[p] == r["response"] for p, r in zip(picked, chunk))
+        if groups is not None:
+            groups[key] = [correct - before, len(rows)]
     return correct / len(records)
 
 

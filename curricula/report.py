@@ -221,6 +221,13 @@ def md_method(name: str, m: dict) -> list[str]:
         keys = list(dict.fromkeys(k for p in params.values() for k in p))
         out += ["**Trainable parameters**", ""]
         out += md_table(["stage"] + keys, [[s] + [fmt_count(p.get(k)) for k in keys] for s, p in params.items()]) + [""]
+    groups = {stage: after[stages[-1]] for stage, after in (m.get("question_groups") or {}).items()
+              if stages and stages[-1] in after}
+    if groups:
+        out += [f"**Per question group** (after {stages[-1]}: score vs the shuffled control, items)", ""]
+        out += md_table(["stage", "group", "items", "score", "shuffled"],
+                        [[stage, key.removeprefix("qa:"), str(g["items"]), fmt(g["score"], 3), fmt(g["shuffled"], 3)]
+                         for stage, table in groups.items() for key, g in table.items()]) + [""]
     parts = m.get("seconds_by_part") or {}
     if any(parts.values()):
         out += ["**Where the time went**: " + ", ".join(

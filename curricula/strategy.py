@@ -185,6 +185,8 @@ class MethodRun:
         for stage, cell in zip(self.stages, row.get("rows", [])):  # say why a success cell stays empty
             if cell.get("unscored"):
                 r.setdefault("unscored_success", {})[stage.name] = cell["unscored"]
+            if cell.get("groups"):  # per question group: {stage: {after stage: {group: {items, score, shuffled}}}}
+                r.setdefault("question_groups", {}).setdefault(stage.name, {})[self.stages[i].name] = cell["groups"]
         scores = ", ".join(f"{s.name} {v:.3f}" + (f" (shuffled {c:.3f})" if c is not None else "")
                            for s, v, c in zip(self.stages, row["acc"], row["shuffled"]))
         test = row["probes"].get("test") or {}

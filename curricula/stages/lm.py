@@ -45,17 +45,23 @@ class TextLossStage(Stage):
     demos: list[dict] = []  # next-action test items, scored apart from the questions (imitation)
     action_names: list[str] | None = None
 
-    def score(self, mm, records: Sequence[dict], action_names: Sequence[str] | None = None) -> float | None:
+    def score(self, mm, records: Sequence[dict], action_names: Sequence[str] | None = None,
+              groups: dict | None = None) -> float | None:
         from graft.curricula.evaluate import accuracy
 
-        return accuracy(mm, records, action_names) if records else None
+        return accuracy(mm, records, action_names, groups=groups) if records else None
 
     def evaluate(self, run, rollouts: bool = True) -> dict[str, Any]:
         from graft.curricula.evaluate import shuffled
 
         success, why = self.rollout_success(run) if rollouts else (None, "not rolled out before training")
-        control = self.score(run.mm, shuffled(self.test, run.seed * 1000 + self.index)) if self.modality else None
-        return {"score": self.score(run.mm, self.test), "shuffled": control,
+        real, other = {}, {}
+        control = self.score(run.mm, shuffled(self.test, run.seed * 1000 + self.index), groups=other) if self.modality else None
+        score = self.score(run.mm, self.test, groups=real)
+        groups = {key: {"items": n, "score": round(c / n, 4),
+                        "shuffled": round(other[key][0] / n, 4) if key in other else None}
+                  for key, (c, n) in sorted(real.items())}
+        return {"score": score, "shuffled": control, "groups": groups,
                 "imitation": self.score(run.mm, self.demos, run.action_names), "success": success, "metrics": {},
                 "unscored": why if success is None else None}
 

@@ -172,6 +172,33 @@ def _graft_cli(args: list[str]) -> list[str]:
     return [sys.executable, "-c", "import sys; from graft.curricula.cli import main; sys.exit(main())", *args]
 
 
+def test_question_groups_add_up_to_the_stage_scores(small_run):
+    """Per question group, each stage's items and correct answers (and, for modality stages, the
+    shuffled control's) sum to its cells of R and of the shuffled matrix, after every stage that
+    measured them."""
+    report, out = small_run
+    saved = json.loads((out / "report.json").read_text())
+    for r in saved["methods"].values():
+        groups = r["question_groups"]
+        assert set(groups) == {"text", "grid", "rgb"}  # text: by task family, without a shuffled control
+        for j, stage in enumerate(r["stages"]):
+            for i, after in enumerate(r["stages"]):
+                table = groups.get(stage, {}).get(after)
+                if table is None:
+                    continue
+                items = sum(g["items"] for g in table.values())
+                assert all(key.startswith("text:" if stage == "text" else "qa:") for key in table)
+                assert sum(g["score"] * g["items"] for g in table.values()) / items == pytest.approx(
+                    r["acc_matrix"][i][j], abs=1e-3)
+                if stage == "text":
+                    assert all(g["shuffled"] is None for g in table.values())
+                    continue
+                assert sum(g["shuffled"] * g["items"] for g in table.values()) / items == pytest.approx(
+                    r["shuffled_matrix"][i][j], abs=1e-3)
+    md = (out / "report.md").read_text()
+    assert "**Per question group** (after rgb" in md and "**Where the time went**: train " in md
+
+
 def test_resume_after_sigkill_gives_the_same_report(tmp_path, small_overrides):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["onboard", *small_overrides, "steps_scale=0.15"]
