@@ -11,7 +11,7 @@ Run folder (default runs/onboard/<curriculum>-<env>-<time>):
     config.yaml              the composed config (what `resume=` reads back)
     data/<curriculum>/       generated env data (Parquet), reused on resume
     baseline.json            per stage: blind untrained score (FWT's reference), chance, group majority
-    success_baselines.json   random-policy, expert and random_escape success cells on the held-out rollout seeds
+    success_baselines.json   random, expert, random_escape and majority_escape success cells on the held-out rollout seeds
     text_probes.json         the base model's text probes (and, pretrained, the self-distilled text mix)
     <method>/checkpoint/     the method's latest training checkpoint; <method>/replay.sqlite its memory
     <method>/agent/          the trained agent (save_mmllm): `graft serve checkpoint=` / `graft rollout policy=`;
@@ -25,6 +25,7 @@ import copy
 import importlib.metadata as md
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -64,6 +65,20 @@ def rollout_plan(cfg, stages) -> int:
     return max([0] + [s.rollout_episodes(cfg) for s in stages])
 
 
+def demo_action_order(stages) -> list[int]:
+    """Action indices, most common first (ties: lower index), among the training demonstrations of
+    the stages that act; [] when none has demonstrations or action names."""
+    counts: Counter = Counter()
+    names: list[str] | None = None
+    for stage in stages:
+        if getattr(stage, "acts", False) and getattr(stage, "action_names", None):
+            names = list(stage.action_names)
+            counts.update(r["response"] for r in getattr(stage, "it", []) if r.get("kind") == "demo")
+    if not names or not counts:
+        return []
+    return sorted((names.index(a) for a in counts if a in names), key=lambda i: (-counts[names[i]], i))
+
+
 def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -> dict:
     """Random-policy, expert and (discrete actions) random-with-episode-memory success cells, per stage
     that acts, on the stages' rollout seeds."""
@@ -78,8 +93,10 @@ def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -
     probe = make_env_factory(env_cfg)()
     discrete = isinstance(probe.action_space, gym.spaces.Discrete)
     probe.close()
-    # random_escape: random with the escape agent's episode memory (what that memory alone buys)
-    names = ["random", "expert"] + (["random_escape"] if discrete else [])
+    # random_escape: random with the escape agent's episode memory (what that memory alone buys);
+    # majority_escape: the demonstrations' most common action with that memory (the best guess without looking)
+    order = demo_action_order(stages)
+    names = ["random", "expert"] + (["random_escape"] if discrete else []) + (["majority_escape"] if discrete and order else [])
     cells: dict[str, dict[int, dict]] = {n: {} for n in names}
     found: dict[str, list] = {n: [] for n in names}
     for stage in stages:
@@ -87,7 +104,7 @@ def success_baselines(env_cfg: dict, stages, seeds: list[int], cfg, out: Path) -
         for name in found:
             if episodes and episodes not in cells[name]:
                 print(f"{name} policy: {episodes} episodes on the held-out rollout seeds", flush=True)
-                policy = make_policy(name, env_cfg, seed=int(cfg.seed))
+                policy = make_policy(name, env_cfg, seed=int(cfg.seed), **({"order": order} if name == "majority_escape" else {}))
                 cells[name][episodes] = summary_cell(rollout(env_cfg, policy, seeds=seeds[:episodes],
                                                              num_envs=num_envs, progress=False, frames=0))
             found[name].append(cells[name].get(episodes))

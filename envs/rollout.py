@@ -116,6 +116,42 @@ class RandomEscapePolicy(RandomPolicy):
         self.memory.reset(env_ids)
 
 
+class MajorityEscapePolicy:
+    """The best guess without looking, for acting: the demonstrations' most common action at every
+    step, and at an observation its episode has already seen the most common one not yet taken there
+    (the order of `order`; once all were, the first). The episode memory of `Agent(revisits="escape")`
+    with a fixed ranking in place of the model's: what a trained agent must beat to have read its
+    input. Deterministic. Discrete spaces."""
+
+    name = "majority_escape"
+    deterministic = True  # a function of the observation and the memory: a rollout may stop at a repeat
+
+    def __init__(self, action_space: gym.Space, order: Sequence[int]):
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise ValueError(f"majority_escape needs a Discrete action space, got {action_space}")
+        start, k = int(action_space.start), int(action_space.n)
+        order = [int(a) for a in order]
+        if not order or len(set(order)) != len(order) or not all(start <= a < start + k for a in order):
+            raise ValueError(f"majority_escape: order must list distinct actions of {action_space}, got {order}")
+        self.order = order + [a for a in range(start, start + k) if a not in order]
+        self.memory = EpisodeMemory()
+
+    def __call__(self, obs: dict, infos: dict) -> np.ndarray:
+        n = len(next(iter(obs.values())))
+        actions = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            tried = self.memory.taken(obs, i)
+            actions[i] = next((a for a in self.order if a not in tried), self.order[0])
+            tried.add(int(actions[i]))
+        return actions
+
+    def reset(self, env_ids: Any = None) -> None:
+        self.memory.reset(env_ids)
+
+    def memory_key(self, i: int) -> Any:
+        return self.memory.key(i)
+
+
 class ExpertPolicy:
     """Returns the per-sub-env expert actions that `ExpertInfo` computed inside each sub-env."""
 
@@ -134,19 +170,24 @@ class ExpertPolicy:
 
 
 def make_policy(name: str, env: Any = None, seed: int = 0, **kwargs):
-    """The reference policies: "expert" (per-env expert from simulator state), "random", or
-    "random_escape" (random with an episode memory of the actions taken at each observation)."""
+    """The reference policies: "expert" (per-env expert from simulator state), "random",
+    "random_escape" (random with an episode memory of the actions taken at each observation) or
+    "majority_escape" (`order=`: actions most common first, e.g. in the demonstrations; the same memory)."""
     if name == "expert":
         return ExpertPolicy(**kwargs)
-    if name in ("random", "random_escape"):
+    if name in ("random", "random_escape", "majority_escape"):
         if env is None:
             raise ValueError(f"make_policy({name!r}) needs env= to read the action space")
         instance = make_env_factory(env)()
         space = instance.action_space
         instance.close()
+        if name == "majority_escape":
+            if "order" not in kwargs:
+                raise ValueError("make_policy('majority_escape') needs order=[actions, most common first]")
+            return MajorityEscapePolicy(space, kwargs["order"])
         return (RandomPolicy if name == "random" else RandomEscapePolicy)(space, seed=seed)
-    raise ValueError(f"unknown policy {name!r}: envs provides 'expert', 'random' and 'random_escape' "
-                     "(a trained 'checkpoint' policy comes from graft.agent)")
+    raise ValueError(f"unknown policy {name!r}: envs provides 'expert', 'random', 'random_escape' and "
+                     "'majority_escape' (a trained 'checkpoint' policy comes from graft.agent)")
 
 
 def make_vector_env(factory: EnvFactory, num_envs: int, vector: str = "sync",

@@ -38,7 +38,7 @@ def test_report_has_every_metric_for_both_methods(small_run):
     for stage in ("text", "grid", "rgb"):
         ref = base["stages"][stage]
         assert 0 < ref["chance"] < 1 and 0 <= ref["majority"] <= 1 and ref["blind"] is not None
-    for policy in ("random", "expert", "random_escape"):  # random_escape: BabyAI's actions are discrete
+    for policy in ("random", "expert", "random_escape", "majority_escape"):  # BabyAI: discrete actions
         assert base["success"][policy][0] is None  # the text stage does not act
         assert all(set(c) == {"rate", "ci95", "episodes"} for c in base["success"][policy][1:])
     assert base["success"]["expert"][1]["rate"] == 1.0  # the expert solves every held-out episode
