@@ -408,7 +408,8 @@ class MMLLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, examples: Sequence[Example], max_new_tokens: int = 32, **generate_kwargs) -> list[str]:
-        """Greedy answers, decoded without special tokens."""
+        """Greedy answers (unless `generate_kwargs` say otherwise, e.g. do_sample=True), decoded
+        without special tokens."""
         out = self.generate_ids(examples, max_new_tokens, **generate_kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
@@ -418,9 +419,9 @@ class MMLLM(nn.Module):
         batch = self.pad(self.embed_prompts(examples), side="left")
         batch.pop("labels"), batch.pop("position_ids")
         with self._routed(examples) as model:
-            return model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.eos_token_id, **generate_kwargs)
+            return model.generate(**batch, max_new_tokens=max_new_tokens,
+                                  **{"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id,
+                                     "eos_token_id": self.tokenizer.eos_token_id, **generate_kwargs})
 
     @torch.no_grad()
     def score(self, examples: Sequence[Example], candidates: Sequence[str], normalize: bool = False,

@@ -260,14 +260,22 @@ def divergence(mm, prompts: Sequence[str], max_new_positions: int = 4, base_voca
 
 
 def self_distilled_records(mm, prompts: Sequence[str], max_new_tokens: int = 24,
-                           batch_size: int = 64) -> list[dict]:
-    """The original LLM's greedy answers (`mm.generate` with every adapter off) as text-mix records
-    shaped like envs/text_tasks.py's; prompts it answers with nothing are skipped."""
+                           batch_size: int = 64, sample: bool = False, seed: int = 0) -> list[dict]:
+    """The original LLM's answers (`mm.generate` with every adapter off) as text-mix records shaped
+    like envs/text_tasks.py's; prompts it answers with nothing are skipped.
+
+    Greedy answers are the base model's mode: training on them sharpens the distribution (a 135M
+    model's are repetitive), and prose perplexity with the adapter on rises. With `sample` the
+    answers are drawn from the base distribution itself (temperature 1, seeded, the global RNG left
+    as it was), so the cross-entropy on them is, in expectation, the KL to the base model plus a
+    constant: a distillation target, not a sharpening one."""
     out = []
-    with _probing(mm), _original(mm):
+    options = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {}
+    with _probing(mm), _original(mm), torch.random.fork_rng():
+        torch.manual_seed(seed)
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i:i + batch_size])
-            for prompt, answer in zip(chunk, mm.generate([Example(p) for p in chunk], max_new_tokens)):
+            for prompt, answer in zip(chunk, mm.generate([Example(p) for p in chunk], max_new_tokens, **options)):
                 if answer.strip():
                     out.append({"kind": "text", "modalities": [], "prompt": prompt,
                                 "response": answer.strip(), "family": "self_distilled",

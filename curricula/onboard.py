@@ -140,12 +140,16 @@ def text_probes(cfg, stages, text: dict, out: Path):
         from graft.curricula.language_probes import base_vocab_size, distill_prompts, self_distilled_records
 
         probes.base_vocab = base_vocab_size(mm)
-        print("self-distilled text mix: the base model's own answers to a separate prompt set", flush=True)
+        how = str((cfg.get("text_probes") or {}).get("distill", "sample"))
+        if how not in ("greedy", "sample"):
+            raise ValueError(f"text_probes.distill must be 'greedy' or 'sample', got {how!r}")
+        print(f"self-distilled text mix: the base model's own answers ({how}) to a separate prompt set", flush=True)
         prompts = distill_prompts()
         keep = (cfg.get("text_probes") or {}).get("distill_prompts")
         if keep and int(keep) < len(prompts):
             prompts = prompts[:: -(-len(prompts) // int(keep))]
-        text["train"] = saved["text_mix"] = self_distilled_records(mm, prompts)
+        text["train"] = saved["text_mix"] = self_distilled_records(mm, prompts, sample=how == "sample",
+                                                                    seed=int(cfg.seed))
     probes.measure_before(mm)
     write_json_atomic(cache, {**saved, "before": probes.before, "base_vocab": probes.base_vocab, "label": probes.label})
     return probes

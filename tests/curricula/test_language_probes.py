@@ -204,6 +204,27 @@ def test_self_distilled_records_are_the_original_models_greedy_answers(fresh):
                            and r["match"] == "normalized" for r in records)
 
 
+def test_sampled_self_distillation_draws_from_the_original_model_seeded_and_leaves_the_rng_alone(fresh):
+    """sample=True: answers drawn from the original model's distribution (adapters off), the same for
+    the same seed, other than greedy ones, with the global torch RNG where it was."""
+    prompts = lp.distill_prompts()[:8]
+    greedy = fresh().generate([Example(p) for p in prompts], max_new_tokens=8)
+    mm = grafted(fresh)
+    perturb(mm, "skills", scale=0.5)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = lp.self_distilled_records(mm, prompts, max_new_tokens=8, sample=True, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = lp.self_distilled_records(mm, prompts, max_new_tokens=8, sample=True, seed=1)
+    other = lp.self_distilled_records(mm, prompts, max_new_tokens=8, sample=True, seed=2)
+    answers = lambda records: [(r["prompt"], r["response"]) for r in records]  # noqa: E731
+    assert answers(first) == answers(again) and answers(first) != answers(other)
+    assert answers(first) != [(p, a) for p, a in zip(prompts, greedy) if a]
+    # drawn with the adapters off: a perturbed adapter does not change what is sampled
+    clean = lp.self_distilled_records(fresh(), prompts, max_new_tokens=8, sample=True, seed=1)
+    assert answers(clean) == answers(first)
+
+
 def test_language_probes_reports_every_probe(fresh, capsys):
     out = lp.language_probes(grafted(fresh), split="val")
     assert set(out) == {"perplexity", "knowledge", "knowledge_chance", "divergence"}
