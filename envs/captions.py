@@ -143,12 +143,14 @@ def balance_answers(records: list[dict], seed: int) -> tuple[list[dict], dict]:
     keep = [r["kind"] != "qa" for r in records]
     before: dict[str, Counter] = defaultdict(Counter)
     after: dict[str, Counter] = defaultdict(Counter)
+    kept = 0
     for group, question in sorted(strata):
         answers = strata[(group, question)]
         by_answer = {a: rows for a, rows in sorted(answers.items()) if len(rows) >= 2}
         if len(by_answer) < 2:
             by_answer = {}
         n = min((len(rows) for rows in by_answer.values()), default=0)
+        kept += n > 0
         rng = np.random.default_rng([seed, zlib.crc32(f"{group}|{question}".encode())])
         for answer, rows in by_answer.items():
             for j in rng.choice(len(rows), n, replace=False):
@@ -159,7 +161,6 @@ def balance_answers(records: list[dict], seed: int) -> tuple[list[dict], dict]:
         "groups": {g: {"before": dict(sorted(before[g].items())), "after": dict(sorted(after[g].items()))}
                    for g in sorted(before)},
         "dropped": [g for g in sorted(before) if not after[g]],
-        "questions": {"before": len(strata),
-                      "kept": sum(any(keep[i] for rows in answers.values() for i in rows) for answers in strata.values())},
+        "questions": {"before": len(strata), "kept": kept},
     }
     return [r for r, k in zip(records, keep) if k], report

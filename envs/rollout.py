@@ -43,9 +43,10 @@ every sub-env has a state key. A wrapper whose observations are not a function o
 (noise, a memory of its own) defines its own `state_key`, or `state_key = None` to turn the stop off.
 The random and expert policies do not declare `deterministic` (the BabyAI bot keeps a plan).
 
-`make_policy("expert" | "random" | "random_escape", env)` builds the reference policies; the expert
-runs inside each sub-env (experts.ExpertInfo); random_escape is random with the escape agent's
-episode memory (envs/episode_memory.py). `vector="async"` spawns workers without shared memory,
+`make_policy("expert" | "random" | "random_escape" | "majority_escape", env)` builds the reference
+policies; the expert runs inside each sub-env (experts.ExpertInfo); random_escape is random with the
+escape agent's episode memory (envs/episode_memory.py), majority_escape the demonstrations' most
+common action with that memory. `vector="async"` spawns workers without shared memory,
 because missions are text and a GL context must not be forked.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ from graft.envs.factory import EnvFactory, env_config_dir, env_layers, load_env_
 from graft.envs.episode_memory import EpisodeMemory
 from tqdm.auto import tqdm
 
-__all__ = ["EnvFactory", "ExpertPolicy", "RandomEscapePolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
+__all__ = ["EnvFactory", "ExpertPolicy", "MajorityEscapePolicy", "RandomEscapePolicy", "RandomPolicy", "env_config_dir", "heldout_seeds", "load_env_config",
            "make_env_factory", "make_policy", "make_vector_env", "rollout"]
 
 

@@ -15,8 +15,6 @@ the majority action), and it rolls the Agent out in the env reading its modality
 """
 from __future__ import annotations
 
-import contextlib
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -179,8 +177,7 @@ class InputStage(TextLossStage):
             return None, "no rollout episodes configured (curriculum.eval.rollout_episodes)"
         from graft.curricula.evaluate import success_rate
 
-        timed = run.timed("rollouts") if hasattr(run, "timed") else contextlib.nullcontext()
-        with timed:
+        with run.timed("rollouts"):
             cell = success_rate(run.mm, run.env_cfg, self.modality, run.rollout_seeds[:episodes],
                                 int(run.cfg.curriculum.eval.num_envs), str(run.cfg.curriculum.eval.get("revisits", "repeat")))
         return cell, None if cell is not None else f"the env does not emit '{self.modality}'"
