@@ -20,8 +20,14 @@ Protocol, codec and the metadata handshake are shared with the client and live i
 - Action chunks: the text Agent predicts one action per observation, so a chunk of `chunk_size`
   repeats it (`(chunk_size, *action_shape)`; default chunk_size 1); a policy that predicts chunks
   (`ChunkPolicy`) returns `(B, chunk_size, *action_shape)`, served as is.
-- Security: with a `token`, a client must send `Authorization: Bearer <token>` in the websocket
-  handshake (compared with `hmac.compare_digest`) or gets HTTP 401. Binding to anything but a
+- Wire formats (`protocol`): graft's own (protocol.py: typed envelopes, error maps) or openpi's
+  (`protocol="openpi"`, agent/serve_openpi.py: what `openpi_client.WebsocketClientPolicy` speaks).
+  Both go through the same `act` (validation, text check, batching), limits and auth rules.
+- Start-up timing: `calibrate(observation)` times the policy on a real observation and puts
+  `chunk_timing` (inference beside one chunk's execution time, and a warning when inference is
+  slower) in the handshake of both wires; the warning is logged too.
+- Security: with a `token`, a client must send `Authorization: Bearer <token>` (openpi: `Api-Key
+  <token>`) in the websocket handshake (compared with `hmac.compare_digest`) or gets HTTP 401. Binding to anything but a
   loopback address without a token is refused before any socket opens. Messages are capped at
   `max_message_bytes` (a bigger one closes that connection with code 1009), compression is off
   (no decompression bombs), and at most `max_clients` connections are open at once (HTTP 503).
@@ -50,6 +56,7 @@ from graft.envs.robot.protocol import (
     MAX_TEXT_CHARS,
     SERVER_ERROR,
     Metadata,
+    chunk_timing,
     validate_observation,
 )
 from graft.envs.spec import ObservationError
@@ -73,6 +80,8 @@ class ServeSettings:
     max_clients: int = 64
     max_text: int = MAX_TEXT_CHARS
     debug_delay_ms: float = 0.0
+    protocol: str = "graft"  # graft | openpi (agent/serve_openpi.py)
+    openpi_keys: dict | None = None  # openpi client key -> graft key, on top of openpi_wire.KEY_MAP
 
 
 def is_loopback(host: str) -> bool:
@@ -130,7 +139,7 @@ class PolicyServer:
         self.policy, self.meta, self.settings = policy, metadata, settings
         self.check = check  # the policy's text rules, after the handshake's checks (ObservationError)
         self.policy_stats = policy_stats  # extra counters for `stats`, e.g. unparseable answers
-        self._hello = encode(metadata.to_message())
+        self.wire = make_wire(settings.protocol, self)
         self._open: set[ServerConnection] = set()
         self.started = time.monotonic()
         self.counters = {"connections": 0, "rejected": 0, "oversized": 0, "answered": 0}
@@ -159,6 +168,30 @@ class PolicyServer:
                                f"(B, chunk_size, *action_shape) for {self.meta.action_space}")
         return [np.repeat(a[None], self.settings.chunk_size, axis=0) for a in actions]
 
+    def calibrate(self, observation: Mapping[str, Any], repeats: int = 5) -> dict:
+        """Time the policy on one real observation (a warm-up, then `repeats` timed batches of one)
+        and put `chunk_timing` in the handshake; log its warning if inference is slower than execution."""
+        obs = validate_observation(self.meta.select(observation), self.meta.observation, self.settings.max_text)
+        self.run_batch([obs])
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            time.sleep(self.settings.debug_delay_ms / 1000)  # a simulated stall is part of inference
+            self.run_batch([obs])
+            times.append(1000 * (time.perf_counter() - started))
+        self.meta.timing = chunk_timing(times, self.settings.chunk_size, self.meta.control_rate_hz)
+        if self.meta.timing["warning"]:
+            log.warning(self.meta.timing["warning"])
+        return self.meta.timing
+
+    async def act(self, observation: Any, alive: Callable[[], bool] | None = None):
+        """One observation -> its batched answer (`Batcher.submit`). Raises ObservationError for an
+        observation that breaks the handshake or the policy's text rules, before it is queued."""
+        obs = validate_observation(observation, self.meta.observation, self.settings.max_text)
+        if self.check is not None:
+            self.check(obs)
+        return await self.batcher.submit(obs, alive)
+
     # -- the network side -----------------------------------------------------------------------
     def _error(self, code: str, message: str, rid: Any = None) -> dict:
         self.errors[code] = self.errors.get(code, 0) + 1
@@ -185,13 +218,9 @@ class PolicyServer:
             why = f"unknown message type {kind[:40]!r}; expected act | stats | ping"
             return self._error(BAD_MESSAGE, why, rid)
         try:
-            obs = validate_observation(msg.get("observation"), self.meta.observation, self.settings.max_text)
-            if self.check is not None:
-                self.check(obs)
+            out = await self.act(msg.get("observation"), alive)
         except ObservationError as exc:
             return self._error(BAD_OBSERVATION, str(exc), rid)
-        try:
-            out = await self.batcher.submit(obs, alive)
         except ConnectionAbortedError as exc:  # the client left while its request waited: nobody to tell
             return self._error(SERVER_ERROR, str(exc), rid)
         except Exception as exc:  # the model failed on this observation: answer, keep serving
@@ -205,14 +234,9 @@ class PolicyServer:
         self._open.add(ws)
         self.counters["connections"] += 1
         try:
-            await ws.send(self._hello)
+            await ws.send(self.wire.hello())
             async for raw in ws:
-                try:
-                    answer = await self.handle(raw, alive=lambda: ws.state is State.OPEN)
-                except Exception as exc:  # a bug of ours: report it to this client, keep the server up
-                    log.exception("unexpected error handling a message")
-                    answer = self._error(SERVER_ERROR, f"{type(exc).__name__}: {exc}")
-                await ws.send(encode(answer))
+                await ws.send(await self.wire.answer(raw, alive=lambda: ws.state is State.OPEN))
         except ConnectionClosed as exc:
             codes = {frame.code for frame in (exc.rcvd, exc.sent) if frame is not None}
             if 1009 in codes:  # message too big
@@ -221,14 +245,16 @@ class PolicyServer:
             self._open.discard(ws)
 
     async def _admit(self, connection: ServerConnection, request) -> Any:
-        token = self.settings.token
+        if request.path == "/healthz":  # liveness for orchestrators (as openpi's server): says nothing else
+            return connection.respond(HTTPStatus.OK, "OK\n")
+        token, scheme = self.settings.token, self.wire.auth_scheme
         if token:
             given = request.headers.get_all("Authorization")  # exactly one header, or it is wrong
             given = given[0] if len(given) == 1 else ""
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            if not hmac.compare_digest(given.encode(), f"{scheme} {token}".encode()):
                 self.counters["rejected"] += 1
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token: send "
-                                          "'Authorization: Bearer <token>'\n")
+                                          f"'Authorization: {scheme} <token>'\n")
         if len(self._open) >= self.settings.max_clients:
             self.counters["rejected"] += 1
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
@@ -271,3 +297,33 @@ class PolicyServer:
 
         asyncio.run(main())
         return self.stats()
+
+
+class GraftWire:
+    """graft's own wire format (envs/robot/protocol.py): typed envelopes, errors as maps."""
+
+    auth_scheme = "Bearer"
+
+    def __init__(self, server: PolicyServer):
+        self.server = server
+
+    def hello(self) -> bytes:
+        return encode(self.server.meta.to_message())
+
+    async def answer(self, raw: Any, alive: Callable[[], bool]) -> bytes:
+        try:
+            answer = await self.server.handle(raw, alive)
+        except Exception as exc:  # a bug of ours: report it to this client, keep the server up
+            log.exception("unexpected error handling a message")
+            answer = self.server._error(SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+        return encode(answer)
+
+
+def make_wire(protocol: str, server: PolicyServer):
+    if protocol == "graft":
+        return GraftWire(server)
+    if protocol == "openpi":
+        from graft.agent.serve_openpi import OpenpiWire
+
+        return OpenpiWire(server)
+    raise ValueError(f"protocol must be 'graft' (graft's own messages) or 'openpi' (openpi_client's), got {protocol!r}")

@@ -100,7 +100,9 @@ def settings_from(cfg) -> ServeSettings:
         host=str(cfg.host), port=int(cfg.port), token=cfg.token or None, max_batch=int(cfg.max_batch),
         max_wait_ms=float(cfg.max_wait_ms), chunk_size=int(cfg.chunk_size),
         max_message_bytes=int(cfg.max_message_bytes), max_clients=int(cfg.max_clients),
-        max_text=int(cfg.max_text), debug_delay_ms=float(cfg.debug_delay_ms))
+        max_text=int(cfg.max_text), debug_delay_ms=float(cfg.debug_delay_ms),
+        protocol=str(cfg.get("protocol", "graft")),
+        openpi_keys=dict(OmegaConf.to_container(cfg.openpi_keys)) if cfg.get("openpi_keys") else None)
 
 
 def run_serve(cfg, ready: Callable[[str, int], None] | None = None) -> dict:
@@ -115,14 +117,19 @@ def run_serve(cfg, ready: Callable[[str, int], None] | None = None) -> dict:
         model["env"] = env_cfg.get("name", "env")
         policy, check, policy_stats, settings = serving(agent, settings)
         meta = metadata_for(agent, env, settings, model, cfg.control_rate_hz)
+        server = PolicyServer(policy, meta, settings, check=check, policy_stats=policy_stats)
+        timing = server.calibrate(env.reset(seed=int(cfg.seed))[0])  # a real first frame
     finally:
         env.close()
-    server = PolicyServer(policy, meta, settings, check=check, policy_stats=policy_stats)
 
     def announce(host: str, port: int) -> None:
         where = f"[{host}]" if ":" in host else host  # IPv6 literals in brackets
         print(f"graft serve: {model['checkpoint']} ({model['backbone']}) for {model['env']}, reads "
-              f"{model['modalities']}, listening on ws://{where}:{port}", flush=True)
+              f"{model['modalities']} ({settings.protocol} protocol), inference {timing['inference_ms']['p50']:.1f} ms per "
+              f"chunk of {settings.chunk_size} ({timing['chunk_execution_ms']:.0f} ms to execute), "
+              f"listening on ws://{where}:{port}", flush=True)
+        if timing["warning"]:
+            print(f"graft serve: warning: {timing['warning']}", flush=True)
         if ready is not None:
             ready(host, port)
 

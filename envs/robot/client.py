@@ -20,6 +20,7 @@ through a stale backlog) and the next `act` reconnects at once, without backoff.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -90,6 +91,8 @@ class PolicyClient:
             ws.close()
             self._failed()
             raise ConnectionError(f"{self.uri} sent no valid metadata handshake: {exc}") from exc
+        if meta.timing.get("warning") and self.connects == 0:  # once per client, not per reconnect
+            warnings.warn(f"{self.uri}: {meta.timing['warning']}", RuntimeWarning, stacklevel=2)
         self._ws, self.metadata = ws, meta
         self._backoff, self._next_attempt = 0.0, 0.0
         self.connects += 1

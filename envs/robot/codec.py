@@ -42,9 +42,7 @@ def _little_endian(arr: np.ndarray) -> np.ndarray:
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        arr = _little_endian(obj)
-        if arr.dtype.str not in ALLOWED_DTYPES:
-            raise CodecError(f"cannot send an array of dtype {obj.dtype}; allowed: {sorted(ALLOWED_DTYPES)}")
+        arr = sendable(obj)
         payload = msgpack.packb([arr.dtype.str, list(arr.shape), arr.tobytes()], use_bin_type=True)
         return msgpack.ExtType(NDARRAY_EXT, payload)
     if isinstance(obj, np.generic):
@@ -77,8 +75,17 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
     if not (isinstance(header, list) and len(header) == 3):
         raise CodecError("array payload must be [dtype, shape, bytes]")
     dtype, shape, data = header
+    return array_from(dtype, shape, data)
+
+
+def array_from(dtype: Any, shape: Any, data: Any) -> np.ndarray:
+    """A writable array from a peer's (dtype string, shape, raw bytes), checked before it is built:
+    an allowed little-endian dtype, at most MAX_NDIM non-negative dims, exactly the bytes they need.
+    Shared by this codec and the openpi one (envs/robot/openpi_wire.py)."""
     if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise CodecError(f"array dtype {dtype!r} is not allowed; expected one of {sorted(ALLOWED_DTYPES)}")
+    if isinstance(shape, tuple):
+        shape = list(shape)
     if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
             and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)):
         raise CodecError(f"array shape {shape!r} must be a list of at most {MAX_NDIM} non-negative ints")
@@ -92,14 +99,28 @@ def _ext_hook(code: int, payload: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(tuple(shape)).copy()
 
 
+def sendable(obj: np.ndarray) -> np.ndarray:
+    """`obj` little-endian and C-contiguous, or CodecError if its dtype may not be sent."""
+    arr = _little_endian(obj)
+    if arr.dtype.str not in ALLOWED_DTYPES:
+        raise CodecError(f"cannot send an array of dtype {obj.dtype}; allowed: {sorted(ALLOWED_DTYPES)}")
+    return arr
+
+
 def decode(data: bytes, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Any:
     """Unpack one msgpack message; raise CodecError on anything malformed, truncated or too big."""
+    return unpack(data, max_bytes, ext_hook=_ext_hook)
+
+
+def unpack(data: bytes, max_bytes: int | None, **hooks: Any) -> Any:
+    """msgpack.unpackb with `hooks` (ext_hook / object_hook) behind the size cap; every failure is a
+    CodecError. Shared with the openpi codec (envs/robot/openpi_wire.py)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected a binary message, got {type(data).__name__}")
     if max_bytes is not None and len(data) > max_bytes:
         raise CodecError(f"message of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
     try:
-        return msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True)
+        return msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True, **hooks)
     except CodecError:
         raise
     except msgpack.ExtraData as exc:

@@ -100,6 +100,7 @@ class Metadata:
     max_batch: int = 8
     auth: bool = False
     protocol: int = PROTOCOL_VERSION
+    timing: dict = field(default_factory=dict)  # `chunk_timing`: inference measured at start-up vs execution
 
     def to_message(self) -> dict:
         return {
@@ -109,7 +110,7 @@ class Metadata:
             "action_space": space_to_json(self.action_space, self.action_names),
             "control_rate_hz": float(self.control_rate_hz), "chunk_size": int(self.chunk_size),
             "model": self.model, "max_message_bytes": int(self.max_message_bytes),
-            "max_batch": int(self.max_batch), "auth": bool(self.auth),
+            "max_batch": int(self.max_batch), "auth": bool(self.auth), "timing": dict(self.timing),
         }
 
     @classmethod
@@ -127,6 +128,7 @@ class Metadata:
             control_rate_hz=float(msg["control_rate_hz"]), chunk_size=int(msg["chunk_size"]),
             model=dict(msg.get("model") or {}), max_message_bytes=int(msg["max_message_bytes"]),
             max_batch=int(msg.get("max_batch", 1)), auth=bool(msg.get("auth", False)),
+            timing=dict(msg.get("timing") or {}),
         )
 
     def select(self, obs: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,6 +158,24 @@ def validate_observation(obs: Any, spec: Any, max_text: int = MAX_TEXT_CHARS) ->
             raise error(f"text key '{key}': {len(value)} characters, at most {max_text} allowed")
         texts[key] = value
     return {**arrays, **texts}
+
+
+def chunk_timing(inference_ms: list[float], chunk_size: int, control_rate_hz: float) -> dict[str, Any]:
+    """Inference time (measured) beside the time one chunk takes to execute (chunk_size / rate).
+
+    A client that executes chunks asynchronously (infers the next chunk while this one runs, as
+    openpi's and graft's control loops do) stalls when inference takes longer than execution:
+    `warning` then says so, with both numbers."""
+    execution = 1000.0 * chunk_size / control_rate_hz
+    infer = percentiles(inference_ms)
+    p50 = infer.get("p50")
+    slower = p50 is not None and p50 > execution
+    warning = (f"inference takes {p50:.1f} ms (median of {infer['count']}), longer than the {execution:.1f} ms one "
+               f"chunk of {chunk_size} action(s) at {control_rate_hz:g} Hz takes to execute: a client that executes "
+               "chunks asynchronously will stall (raise chunk_size, or serve on faster hardware)") if slower else None
+    return {"inference_ms": infer, "chunk_execution_ms": round(execution, 3),
+            "inference_per_execution": round(p50 / execution, 3) if p50 is not None else None,
+            "inference_slower_than_execution": bool(slower), "warning": warning}
 
 
 def percentiles(values, scale: float = 1.0) -> dict[str, float]:

@@ -236,3 +236,25 @@ def test_serve_dtype_picks_the_deployment_precision_and_refuses_others(compose, 
             build_agent(compose("serve", ["dtype=float16"]), env)
     finally:
         env.close()
+
+
+def test_the_handshake_reports_inference_beside_execution_and_warns_when_it_is_slower(start_server, main_uri, token):
+    from graft.envs.robot.protocol import chunk_timing
+
+    stalled = start_server("checkpoint=tiny", "env=babyai_goto", "debug_delay_ms=400")  # its own: others kill theirs
+    with pytest.warns(RuntimeWarning, match=r"inference takes 4\d\d\.\d ms .* longer than the 100\.0 ms"):
+        with PolicyClient(stalled.uri()) as client:  # every batch sleeps 400 ms; 1 action at 10 Hz
+            timing = client.metadata.timing
+    assert timing["inference_slower_than_execution"] and timing["inference_ms"]["p50"] >= 400
+    assert timing["chunk_execution_ms"] == 100.0 and timing["inference_per_execution"] >= 4
+    assert "graft serve: warning: inference takes" in stalled.log.read_text()
+    stalled.stop()
+    with PolicyClient(main_uri, token=token) as client:  # a tiny model: well inside its 100 ms
+        timing = client.metadata.timing
+    assert not timing["inference_slower_than_execution"] and timing["warning"] is None
+    assert timing["inference_ms"]["count"] == 5 and 0 < timing["inference_ms"]["p50"] < 100
+    assert chunk_timing([30.0, 50.0, 70.0], chunk_size=4, control_rate_hz=100.0)["warning"].startswith(
+        "inference takes 50.0 ms (median of 3), longer than the 40.0 ms one chunk of 4 action(s) at 100 Hz")
+    assert chunk_timing([], 1, 10.0) == {"inference_ms": {"count": 0}, "chunk_execution_ms": 100.0,
+                                         "inference_per_execution": None, "inference_slower_than_execution": False,
+                                         "warning": None}
