@@ -17,6 +17,9 @@ Checkpoint folder:
                                  records each one's inputs, execute count and prompt template)
     generators/<name>/           their generators (`save_pretrained`, action normalisation stats included),
                                  when given: load_generators
+    norm_stats.json          what each graft was trained on (observation specs + stats, action space +
+                             stats, a generator's action scaling), versioned; checked by load_policy
+                             (agent/norm_stats.py)
 The folder holds everything acting needs: agent/loader.py `load_policy(folder, env)` makes the policy.
 The folder is written under a temporary name and renamed into place, so a kill never leaves a
 half-written checkpoint behind.
@@ -29,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import hydra
 from graft.agent.backbone import load_backbone
+from graft.agent import norm_stats
 from graft.agent.mmllm import MMLLM
 from graft.agent.outputs import OutputHead
 from graft.envs.atomic import write_dir_atomic
@@ -188,6 +192,8 @@ def save_mmllm(mm: MMLLM, folder: str | Path, generators: Mapping[str, Any] | No
                 save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / sub / f"{name}.safetensors")
         for name, generator in (generators or {}).items():
             generator.save_pretrained(tmp / "generators" / name)
+        if mm.norm_stats:
+            (tmp / norm_stats.FILE).write_text(json.dumps(norm_stats.document(mm.norm_stats), indent=1))
         (tmp / "graft.json").write_text(json.dumps(meta, indent=2))
 
     write_dir_atomic(write, folder)
@@ -244,5 +250,6 @@ def load_mmllm(folder: str | Path) -> MMLLM:
             mm.register_output(name, head)
         mm.adapter_of[name] = g.get("adapter", name)
         mm.graft_configs[name] = g
+    mm.norm_stats = norm_stats.read(folder)
     mm.set_trainable(None)
     return mm

@@ -8,7 +8,9 @@
 the same everywhere. Everything comes from the agent itself (nothing reads a run's config.yaml):
 its grafts, what `graft_output` recorded for an output modality (agent/build.py), the generator's
 saved normalisation stats, and from `env` what it emits (`env_modality_specs`: sensors a wrapper
-adds count), its action space and action names.
+adds count), its action space and action names. The agent's recorded normalisation stats
+(agent/norm_stats.py) are checked against the env and the generator before any policy is returned:
+a mismatch raises `NormStatsMismatch` naming both sides; `policy.norm_stats` summarises them.
 
 `output` picks the policy: "auto" — the agent's only action generator (`ChunkPolicy`), the text
 `Agent` when it has none; "none" (or None) — always the text Agent; a name — that output's action
@@ -30,6 +32,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from graft.agent import norm_stats
 from graft.agent.chunk_policy import PROMPT as CHUNK_PROMPT
 from graft.agent.chunk_policy import ChunkPolicy
 from graft.agent.generators import load_generator
@@ -62,18 +65,31 @@ def load_policy(source: str | Path | MMLLM, env: gym.Env, *, generators: Mapping
         kinds = saved_generator_kinds(folder) if folder is not None else {}
     emits = env_modality_specs(env)
     name = pick_output(mm, kinds, output, saved=generators is None)
+    env_name = env.spec.id if getattr(env, "spec", None) is not None else type(env.unwrapped).__name__
+    norm_stats.check_env(mm.norm_stats, env, env_name, reads_of(mm, name, inputs, emits))  # before any probing
     if name is None:
-        return text_agent(mm, env, emits, inputs=inputs, dtype=dtype, invalid=invalid,
-                          max_new_tokens=max_new_tokens, deploy=deploy, probe=probe, revisits=revisits)
-    generator = generators[name] if generators is not None else load_generator(folder / "generators" / name)
-    return chunk_policy(mm, name, generator, env, emits, inputs=inputs, execute=execute, sample_steps=sample_steps,
-                        dtype=dtype, seed=seed)
+        agent = text_agent(mm, env, emits, inputs=inputs, dtype=dtype, invalid=invalid,
+                           max_new_tokens=max_new_tokens, deploy=deploy, probe=probe, revisits=revisits)
+    else:
+        generator = generators[name] if generators is not None else load_generator(folder / "generators" / name)
+        norm_stats.check_normalizer(mm.norm_stats, name, generator)
+        agent = chunk_policy(mm, name, generator, env, emits, inputs=inputs, execute=execute,
+                             sample_steps=sample_steps, dtype=dtype, seed=seed)
+    agent.norm_stats = norm_stats.summary(mm.norm_stats)
+    return agent
 
 
 def saved_generator_kinds(folder: Path) -> dict[str, str | None]:
     """{output name: generator kind} of the generators saved in an agent folder, without loading them."""
     root = folder / "generators"
     return {p.name: read_meta(p).get("kind") for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+
+
+def reads_of(mm: MMLLM, output: str | None, inputs: Sequence[str] | None, emits: Mapping) -> list[str]:
+    """The modalities a policy's prompt shows: `inputs` if given, else for an output what
+    `graft_output` recorded, else every grafted input modality the env emits."""
+    recorded = (mm.graft_configs.get(output, {}).get("output") or {}) if output is not None else {}
+    return list(inputs or recorded.get("inputs") or [m for m in mm.modalities if m in emits])
 
 
 def pick_output(mm: MMLLM, kinds: Mapping[str, str | None], choice: str | None, saved: bool = True) -> str | None:
@@ -110,7 +126,7 @@ def text_agent(mm: MMLLM, env: gym.Env, emits: Mapping, *, inputs: Sequence[str]
     if dtype is not None and dtype not in DTYPES.values():
         raise ValueError(f"dtype must be float32 or bfloat16 (the text Agent's merged copy), or auto (measured on "
                          f"this host), got {dtype!r}")
-    modalities = list(inputs) if inputs else [m for m in mm.modalities if m in emits]
+    modalities = reads_of(mm, None, inputs, emits)
     if not modalities:
         raise ValueError(f"the agent reads none of the env's modalities: it has {list(mm.modalities)}, "
                          f"the env emits {list(emits)}")
@@ -153,7 +169,7 @@ def chunk_policy(mm: MMLLM, output: str, generator, env: gym.Env, emits: Mapping
         raise ValueError(f"dtype={dtype} applies to the text Agent's merged copy; action chunks are served in "
                          "float32 (dtype=float32 or auto, or output=none for the text Agent)")
     recorded = mm.graft_configs.get(output, {}).get("output") or {}
-    reads = list(inputs or recorded.get("inputs") or [m for m in mm.modalities if m in emits])
+    reads = reads_of(mm, output, inputs, emits)
     missing = [m for m in reads if m not in emits]
     if not reads or missing:
         raise ValueError(f"output '{output}' reads {reads}, but the env emits {list(emits)} (missing {missing}); "

@@ -67,6 +67,7 @@ class MMLLM(nn.Module):
         self.embed_dim = llm.get_input_embeddings().embedding_dim
         self.build_config: dict = {}  # how to rebuild it (agent/build.py)
         self.graft_configs: dict = {}
+        self.norm_stats: dict = {}  # grafted name -> what it was trained on (agent/norm_stats.py)
         self.pack: bool | str = False  # forward()'s defaults (agent/packing.py); see forward
         self.logits_at = "all"
 

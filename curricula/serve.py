@@ -82,7 +82,8 @@ def build_agent(cfg, env) -> tuple[Agent | ChunkPolicy, dict[str, Any]]:
     backbone = mm.build_config.get("backbone", {})
     model = {"checkpoint": checkpoint, "backbone": backbone.get("name") or backbone.get("pretrained"),
              "adapters": list(mm.bank.names), "routing": mm.routing, "versions": versions,
-             "modalities": list(policy.modalities), "precision": getattr(policy, "precision", None)}
+             "modalities": list(policy.modalities), "precision": getattr(policy, "precision", None),
+             "norm_stats": policy.norm_stats}  # what the adapters were trained on, checked against the env
     if isinstance(policy, ChunkPolicy):
         gen = policy.generator
         model.update(output=policy.output,

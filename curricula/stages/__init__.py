@@ -71,6 +71,7 @@ def build_stages(cfg, env_cfg: dict, run_dir: Path, skip_text: bool = False,
             settings[k] = max(1, int(round(settings[k] * float(cfg.get("steps_scale", 1.0))))) if settings[k] else 0
         stage = cls(len(stages), spec, settings)
         stage.load(ctx, stages)
+        stage.env_stats = ctx.env_stats
         stages.append(stage)
     return stages, text
 

@@ -38,6 +38,7 @@ from graft.agent.mmllm import Example
 STAGE_KEYS = ("pt_steps", "it_steps", "batch_size", "lr", "replay_size", "replay_ratio", "text_mix")
 PHASES = ("pt", "it", "align")  # index seeds a phase's batches; align (an anchored input stage) came later
 KINDS: dict[str, type[Stage]] = {}
+STATS_ROWS = 2000  # rows a graft's normalisation stats are computed on (evenly spread over its data)
 
 
 def to_example(record: Mapping[str, Any], training: str | None = None) -> Example:
@@ -186,9 +187,29 @@ class Stage:
         return run.mm([to_example(r) for r in rows]).loss
 
     def graft_seeded(self, mm, cfg, adapter: str | None):
-        """`graft` with torch seeded by (seed, stage index): the same init whether resumed or not."""
+        """`graft` with torch seeded by (seed, stage index): the same init whether resumed or not;
+        then the graft's normalisation stats are recorded on `mm` (`record_stats`)."""
         torch.manual_seed(int(cfg.seed) * 1000 + self.index)
-        return self.graft(mm, cfg, adapter)
+        generator = self.graft(mm, cfg, adapter)
+        self.record_stats(mm, generator)
+        return generator
+
+    # ---- normalisation stats (agent/norm_stats.py) ----------------------------------------------
+    env_stats: Any = None  # StageContext.env_stats, set by build_stages: () -> (env description, env name)
+
+    def trained_on(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """({modality: (N, *shape)}, (N, ...) actions or None): the env data the stage trains its
+        graft on, for its stats; ({}, None) for a stage with none (text)."""
+        return {}, None
+
+    def record_stats(self, mm, generator) -> None:
+        from graft.agent.norm_stats import graft_stats
+
+        observations, actions = self.trained_on()
+        if observations and self.env_stats is not None:
+            env, env_name = self.env_stats()
+            normalizer = generator.normalizer if getattr(generator, "kind", None) == "action" else None
+            mm.norm_stats[self.name] = graft_stats(env, env_name, observations, actions, normalizer)
 
 
 def fresh_agent(cfg, routing: str | None = None):
@@ -212,9 +233,29 @@ class StageContext:
     cap: int
     action_names: list[str] | None = None
     _env_data: dict | None = None
+    _env_stats: tuple | None = None
 
     @property
     def env_data(self) -> dict:
         if self._env_data is None:
             self._env_data = self.env_data_loader()
         return self._env_data
+
+    def env_stats(self) -> tuple[dict, str]:
+        """(norm_stats.env_description of the curriculum env, its name), from one env made on first use."""
+        if self._env_stats is None:
+            from graft.agent.norm_stats import env_description
+            from graft.envs.factory import make_env_factory
+
+            env = make_env_factory(self.env_cfg)()
+            try:
+                self._env_stats = (env_description(env), str(self.env_cfg.get("name", "env")))
+            finally:
+                env.close()
+        return self._env_stats
+
+
+def stacked(rows: Sequence[Mapping[str, Any]], key: str, limit: int = STATS_ROWS) -> np.ndarray:
+    """`rows[i][key]` stacked (N, *shape), at most `limit` rows evenly spread (enough for stats)."""
+    picked = rows if len(rows) <= limit else [rows[i] for i in np.linspace(0, len(rows) - 1, limit).astype(int)]
+    return np.stack([np.asarray(r[key]) for r in picked])

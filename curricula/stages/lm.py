@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from graft.curricula.stages.anchor import anchor_loss, anchor_settings, anchor_tokens, paired_observations
-from graft.curricula.stages.base import PHASES, Batch, Stage, StageContext, StepLoss, fresh_agent, to_example
+from graft.curricula.stages.base import PHASES, Batch, Stage, StageContext, StepLoss, fresh_agent, stacked, to_example
 from graft.curricula.stages.data import spread
 
 
@@ -140,6 +140,11 @@ class InputStage(TextLossStage):
             mine, theirs = mm.adapter_of[self.modality], mm.adapter_of[self.anchor["modality"]]
             if mine != theirs:  # one shared adapter (naive): nothing to copy
                 mm.bank.copy_weights(theirs, mine)
+
+    def trained_on(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        demos = [r for r in self.it if r.get("kind") == "demo" and len(r.get("action") or ())]
+        return ({self.modality: stacked(self.pt + self.it, self.modality)},
+                stacked(demos, "action") if demos else None)
 
     # ---- the align phase (anchor) -----------------------------------------------------------------
     def steps(self, phase: str) -> int:

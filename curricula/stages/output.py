@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from graft.agent.mmllm import Example
-from graft.curricula.stages.base import Batch, Stage, StageContext, StepLoss, fresh_agent, to_example
+from graft.curricula.stages.base import Batch, Stage, StageContext, StepLoss, fresh_agent, stacked, to_example
 from graft.curricula.stages.data import spread
 from graft.envs.prompts import GOAL_PROMPT, fill
 from omegaconf import OmegaConf
@@ -142,6 +142,10 @@ class OutputStage(Stage):
 
     def replayable(self) -> list[dict]:
         return []
+
+    def trained_on(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        obs = [r["obs"] for r in self.it]
+        return {m: stacked(obs, m) for m in self.inputs}, self.fit_actions
 
     # ---- graft and train ------------------------------------------------------------------------
     @property

@@ -99,6 +99,13 @@ def test_each_method_leaves_a_loadable_agent(small_run):
     report, out = small_run
     agent = load_mmllm(out / "graft" / "agent")
     assert agent.bank.names == ["text", "grid", "rgb"] and report["methods"]["graft"]["agent"].endswith("agent")
+    # each modality's adapter carries what it was trained on (agent/norm_stats.py); the text stage has no env data
+    stats = agent.norm_stats
+    assert sorted(stats) == ["grid", "rgb"] and stats["grid"]["env"] == "babyai_goto"
+    assert stats["rgb"]["observation"]["rgb"]["spec"]["shape"] == [56, 56, 3]
+    assert stats["grid"]["action"]["space"] == {"type": "discrete", "n": 7, "start": 0,
+                                                "names": ["left", "right", "forward", "pickup", "drop", "toggle", "done"]}
+    assert stats["grid"]["observation"]["grid"]["stats"]["count"] == stats["grid"]["samples"] > 0
 
 
 def test_training_lowers_the_loss_of_the_text_stage(tmp_path, compose, small_overrides):

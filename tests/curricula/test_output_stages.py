@@ -113,6 +113,9 @@ def test_the_saved_agent_carries_the_generators_and_reproduces_the_final_scores(
     report, out, _ = run
     mm, generators = load_mmllm(out / "graft" / "agent"), load_generators(out / "graft" / "agent")
     assert set(generators) == {"goal_image", "action_chunk"} and set(mm.outputs) == {"goal_image", "action_chunk"}
+    chunk = mm.norm_stats["action_chunk"]  # the action scaling travels with the head, equal to its generator's
+    assert chunk["normalizer"]["low"] == pytest.approx(generators["action_chunk"].normalizer.low.tolist())
+    assert chunk["action"]["space"]["type"] == "box" and "normalizer" not in mm.norm_stats["goal_image"]
     cfg = compose_config("onboard", [*TINY, f"run_dir={out}"])
     stages, _ = build_stages(cfg, OmegaConf.to_container(cfg.env, resolve=True), out)
     final = report["methods"]["graft"]["outputs"]

@@ -65,6 +65,7 @@ def test_a_whole_babyai_episode_runs_through_the_openpi_client(openpi_servers, t
     assert meta["action_space"]["names"][:3] == ["left", "right", "forward"]
     assert meta["timing"]["chunk_execution_ms"] == pytest.approx(200.0)  # 2 actions at 10 Hz
     assert meta["timing"]["inference_ms"]["count"] == 5 and not meta["timing"]["inference_slower_than_execution"]
+    assert meta["model"]["norm_stats"]["recorded"] is False  # saved without stats: said, not hidden
 
     env = make_env("babyai_goto")
     local = Agent.for_env(load_mmllm(babyai_checkpoint), env)
