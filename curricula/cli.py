@@ -43,6 +43,11 @@ def _datagen(cfg) -> int:
     from graft.curricula.datagen import datagen
 
     report = datagen(cfg)
+    if report.get("format") == "lerobot":
+        made = report["lerobot"]
+        print(f"LeRobotDataset v3: {made['episodes']} episodes, {made['frames']} frames at {made['fps']} fps "
+              f"-> {made['path']}")
+        return 0
     print(f"{report['env_rows']} env rows ({report['env_rows_per_s']} rows/s) and {report['text_rows']} text rows "
           f"-> {report['run_dir']}")
     return 0

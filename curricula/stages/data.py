@@ -3,6 +3,14 @@
 Input-modality data come from `graft.envs.datagen` (captions for PT; questions and demonstrations
 for IT and test), generated once per run folder and cached as Parquet there, so a resumed run reads
 exactly the same samples. Text-only data come from `graft.envs.text_tasks`.
+
+With `curriculum.data.source: lerobot` the demonstrations come from a LeRobotDataset v3 folder
+instead (`graft.envs.lerobot_import`; demos only, whole episodes held out, read in place):
+
+    data: {source: lerobot, path: /data/my_robot,
+           features: {observation.images.rgb: rgb, observation.state: proprio},   # null: every observation.*
+           action: action, action_names: null, split: random,        # random (seeded) | info (info.json's)
+           val_fraction: 0.25, test_fraction: 0.25, seed: 0, episodes: null}   # episodes: read at most
 """
 from __future__ import annotations
 
@@ -42,9 +50,16 @@ def dataset_records(ds) -> list[dict]:
 
 
 def load_env_data(env_cfg: Mapping, data_cfg: Mapping, cache: Path) -> dict[str, list[dict]]:
-    """Generate (once, cached in `cache`) and read the env's train/val/test records (disjoint episodes)."""
+    """Generate (once, cached in `cache`) and read the env's train/val/test records (disjoint episodes);
+    with `source: lerobot`, read them from a LeRobotDataset folder (module docstring)."""
     from graft.envs.datagen import generate_dataset, load_generated
 
+    source = data_cfg.get("source") or "env"
+    if source == "lerobot":
+        return load_lerobot_data(env_cfg, data_cfg)
+    if source != "env":
+        raise ValueError(f"curriculum.data.source must be 'env' (generated from the env's expert) or 'lerobot' "
+                         f"(a LeRobotDataset folder), got {source!r}")
     if not (cache / "datagen.json").exists():
         val, test = float(data_cfg.get("val_fraction", 0.0)), float(data_cfg["test_fraction"])
         splits = {"train": 1 - val - test, **({"val": val} if val else {}), "test": test}
@@ -52,6 +67,29 @@ def load_env_data(env_cfg: Mapping, data_cfg: Mapping, cache: Path) -> dict[str,
                          splits=splits)
     dd = load_generated(cache)
     return {split: dataset_records(dd[split]) for split in dd}
+
+
+def load_lerobot_data(env_cfg: Mapping, data_cfg: Mapping) -> dict[str, list[dict]]:
+    """Demo records per split from the LeRobotDataset at `data_cfg["path"]`, checked against the env's
+    observation and action spaces (the agent acts in that env) and named with its action names."""
+    from graft.envs.factory import make_env_factory
+    from graft.envs.lerobot_import import lerobot_records
+
+    if not data_cfg.get("path"):
+        raise ValueError("curriculum.data.source=lerobot needs curriculum.data.path: a LeRobotDataset v3 folder")
+    env = make_env_factory(dict(env_cfg))()
+    try:
+        spaces = {"observation_space": env.observation_space, "action_space": env.action_space}
+        names = data_cfg.get("action_names") or getattr(env.unwrapped, "action_names", None)
+    finally:
+        env.close()
+    episodes = data_cfg.get("episodes")
+    return lerobot_records(data_cfg["path"], data_cfg.get("features"), data_cfg.get("action") or "action", **spaces,
+                           action_names=names, split=data_cfg.get("split") or "random",
+                           val_fraction=float(data_cfg.get("val_fraction") or 0.0),
+                           test_fraction=float(data_cfg.get("test_fraction", 0.25)), seed=int(data_cfg.get("seed") or 0),
+                           demo_modalities=data_cfg.get("demo_modalities") or "each",
+                           max_episodes=int(episodes) if episodes else None)
 
 
 def load_text_data(text_cfg: Mapping, seed: int) -> dict[str, list[dict]]:

@@ -78,7 +78,7 @@ class TextLossStage(Stage):
     def baselines(self, cfg, stages: Sequence[Stage]) -> dict[str, Any]:
         from graft.curricula.evaluate import blind, chance, majority
 
-        train = [r for r in self.it if r.get("kind") != "demo"]
+        train = [r for r in self.it if r.get("kind") != "demo"] or self.it  # demos only: their majority action
         out = {"blind": self.score(fresh_agent(cfg), blind(self.test)), "chance": chance(self.test),
                "majority": majority(train, self.test), "questions": len(self.test), "val_questions": len(self.val)}
         if self.demos:
@@ -107,9 +107,11 @@ class InputStage(TextLossStage):
         mine = lambda rows, kinds: [r for r in rows if r["modalities"] == [self.modality] and r["kind"] in kinds]
         self.pt = mine(data["train"], ("caption",))
         self.it = mine(data["train"], ("qa", "demo"))
-        self.test = spread(mine(data["test"], ("qa",)), ctx.cap)
-        self.val = spread(mine(data.get("val", []), ("qa",)), ctx.cap)
         self.demos = spread(mine(data["test"], ("demo",)), ctx.cap)
+        # demonstrations only (a LeRobotDataset has no questions): scored on the held-out next actions
+        scored = ("qa",) if mine(data["test"], ("qa",)) or not self.demos else ("demo",)
+        self.test = spread(mine(data["test"], scored), ctx.cap)
+        self.val = spread(mine(data.get("val", []), scored), ctx.cap)
         self.action_names = ctx.action_names
         self.anchor = anchor_settings(self.spec.get("anchor"), self.modality, float(ctx.cfg.get("steps_scale", 1.0)))
         if self.anchor:

@@ -22,7 +22,7 @@ server's `openpi_keys` setting extends it), and the metadata lists the keys a cl
 Decoding goes through the graft codec's array checks (`codec.array_from`): the same dtype
 allow-list (no object, void or big-endian arrays), shapes checked against the bytes before any
 array is built, a message-size cap; nothing is ever unpickled. A leaf module like codec.py and
-protocol.py: it imports nothing of graft's outside graft.envs.robot.
+protocol.py: of graft's it imports the codec only.
 """
 from __future__ import annotations
 

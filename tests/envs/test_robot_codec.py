@@ -87,7 +87,8 @@ def test_random_bytes_decode_or_raise_codec_error_only(data):
 # -- the wire contract's leaf modules -------------------------------------------------------------
 
 LEAVES = {"graft.envs.robot.codec": "envs/robot/codec.py", "graft.envs.robot.protocol": "envs/robot/protocol.py",
-          "graft.envs.atomic": "envs/atomic.py"}
+          "graft.envs.atomic": "envs/atomic.py", "graft.envs.robot.openpi_wire": "envs/robot/openpi_wire.py"}
+ALLOWED = {"graft.envs.robot.openpi_wire": {"graft.envs.robot.codec"}}  # openpi's maps over the codec's checks
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -97,12 +98,13 @@ def test_leaf_modules_import_nothing_else_of_graft(module):
             "print(json.dumps(sorted(m for m in sys.modules if m == 'graft' or m.startswith('graft.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     parents = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
-    assert set(json.loads(out.stdout)) == parents | {module}
+    allowed = ALLOWED.get(module, set())
+    assert set(json.loads(out.stdout)) == parents | {module} | allowed
     # not even inside a function, where the import check above would not see it
     tree = ast.parse((ROOT / LEAVES[module]).read_text())
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in imported if m.split(".")[0] == "graft"]
+    assert not [m for m in imported if m.split(".")[0] == "graft" and m not in allowed]
 
 
 def test_protocol_works_on_duck_typed_specs_and_the_client_gets_modality_specs_back():
