@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 HEADLINE = ["control_step_speedup_vs_generate", "control_step_hz", "control_step_generate_hz",
             "control_step_times_flop_floor", "control_step_speedup_vs_generate_bf16",
             "control_step_speedup_vs_generate_auto", "control_step_agreement", "control_step_agreement_auto",
@@ -25,6 +27,7 @@ def finite_numbers(value):
         yield value
 
 
+@pytest.mark.slow  # ~70 s: every benchmark once (README's test command runs -m slow too)
 def test_quick_bench_writes_both_files_with_every_figure(compose, tmp_path):
     from graft.curricula.bench import run_bench, summary_lines
 

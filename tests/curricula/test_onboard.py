@@ -206,6 +206,7 @@ def test_question_groups_add_up_to_the_stage_scores(small_run):
     assert "**Per question group** (after rgb" in md and "**Where the time went**: train " in md
 
 
+@pytest.mark.slow  # ~55 s: two onboarding runs and a killed subprocess (README's test command runs -m slow too)
 def test_resume_after_sigkill_gives_the_same_report(tmp_path, small_overrides):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["onboard", *small_overrides, "steps_scale=0.15"]
