@@ -154,6 +154,34 @@ def plot_text_retention(methods: dict, before: dict | None = None):
     return fig
 
 
+def plot_hallucination(methods: dict):
+    """POPE F1 and CHAIR_i of each input stage right after its training, per method, with controls."""
+    shown = {n: m for n, m in methods.items() if any(m.get("hallucination") or [])}
+    if not shown:
+        return None
+    fig = Figure(figsize=(9, 4), layout="tight")
+    pope, chair = fig.subplots(1, 2)
+    for k, (name, m) in enumerate(shown.items()):
+        cells = [(s, h) for s, h in zip(m.get("stages", []), m["hallucination"]) if h]
+        x = range(len(cells))
+        pope.plot(x, [h["pope_f1"] for _, h in cells], **style(k, name))
+        pope.plot(x, [h["controls"]["pope_f1_shuffled"] for _, h in cells], color=f"C{k % 10}", ls=":", lw=1.0,
+                  label=f"{name} shuffled")
+        chair.plot(x, [np.nan if h["chair_i"] is None else h["chair_i"] for _, h in cells], **style(k, name))
+        chair.plot(x, [np.nan if h["controls"]["chair_i_other_scene"] is None else h["controls"]["chair_i_other_scene"]
+                       for _, h in cells], color=f"C{k % 10}", ls=":", lw=1.0, label=f"{name} other scene")
+        for ax in (pope, chair):
+            ax.set_xticks(list(x), [s for s, _ in cells])
+    if cells:
+        pope.axhline(cells[0][1]["controls"]["pope_f1_always_yes"], color="grey", ls="--", lw=0.8, label="always yes")
+    pope.set_title("POPE F1 (higher is better)")
+    chair.set_title("CHAIR_i (lower is better)")
+    for ax in (pope, chair):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def plot_loss(name: str, m: dict):
     curves = m.get("loss_curves") or {}
     if not any(c for phases in curves.values() for c in phases.values()):
@@ -184,6 +212,7 @@ def figures(report: dict) -> dict:
     base = report.get("baselines") or {}
     figs["stage_curves"] = plot_stage_curves(methods, base.get("stages"))
     figs["text_retention"] = plot_text_retention(methods, base.get("text_probes"))
+    figs["hallucination"] = plot_hallucination(methods)
     figs.update({f"loss_{slug(n)}": plot_loss(n, m) for n, m in methods.items()})
     return {k: f for k, f in figs.items() if f is not None}
 

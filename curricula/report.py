@@ -181,6 +181,23 @@ def md_probes(stages: list[str], m: dict) -> list[str]:
     return out
 
 
+def md_hallucination(stages: list[str], m: dict) -> list[str]:
+    """POPE and CHAIR per (stage, after) cell beside their controls (curricula/hallucination.py)."""
+    H = m.get("hallucination_matrix") or []
+    rows = [[stage, f"after {stages[i]}", fmt(h["pope_f1"]), fmt(h["controls"]["pope_f1_shuffled"]),
+             fmt(h["controls"]["pope_f1_always_yes"]), fmt(h["yes_ratio"]), fmt(h["chair_i"]),
+             fmt(h["controls"]["chair_i_other_scene"]), fmt(h["chair_s"]), str(h["scenes"])]
+            for i, row in enumerate(H) for stage, h in zip(stages, row) if h]
+    if not rows:
+        return []
+    title = ("**Hallucination** (POPE F1 of balanced yes/no probes, beside the same model with the views shuffled "
+             "and always saying yes; yes-ratio, 0.5 unbiased; CHAIR_i / CHAIR_s of \"Describe what you see.\", "
+             "CHAIR_i also against another scene's objects; lower is better)")
+    header = ["stage", "after", "POPE F1", "shuffled", "always yes", "yes-ratio", "CHAIR_i", "other scene",
+              "CHAIR_s", "scenes"]
+    return [title, ""] + md_table(header, rows) + [""]
+
+
 def md_method(name: str, m: dict) -> list[str]:
     stages = list(m.get("stages", []))
     T = len(stages)
@@ -204,6 +221,7 @@ def md_method(name: str, m: dict) -> list[str]:
     if m.get("unscored_success"):
         out += ["Rollout success not measured for: " + "; ".join(f"{k} ({v})" for k, v in m["unscored_success"].items()),
                 ""]
+    out += md_hallucination(stages, m)
     if any(v is not None for row in m.get("val_matrix") or [] for v in row):
         out += md_matrix("Validation split (what the gate decides on)", stages, matrix(m.get("val_matrix"), T))
     out += md_probes(stages, m)

@@ -57,7 +57,7 @@ class MethodRun:
         self.fast_text_loss = bool(cfg.get("packing", True)) and not any(p.needs_logits for p in self.plugins)
         self.results: dict[str, Any] = {
             "stages": [s.name for s in stages], "acc_matrix": [], "shuffled_matrix": [], "imitation_matrix": [],
-            "success_matrix": [], "val_matrix": [], "pre_scores": [None] * len(stages),
+            "success_matrix": [], "val_matrix": [], "hallucination_matrix": [], "pre_scores": [None] * len(stages),
             "baseline": [b.get("blind") for b in baselines], "text_probes": {}, "text_probes_val": {},
             "gate": [], "loss_curves": {}, "trainable_params": {}, "notes": [], "seconds": 0.0, "outputs": {},
             "seconds_by_part": {"train": 0.0, "evaluate": 0.0, "rollouts": 0.0},
@@ -150,7 +150,7 @@ class MethodRun:
                 self.mm, "test", adapters_on=True)) if inputs else None
         return {"acc": [r["score"] for r in rows] + later, "rows": rows, "probes": probes,
                 "shuffled": [r.get("shuffled") for r in rows], "imitation": [r.get("imitation") for r in rows],
-                "success": [r["success"] for r in rows],
+                "success": [r["success"] for r in rows], "hallucination": [r.get("hallucination") for r in rows],
                 "val": [self.reuse(f"{s.name}:val", reads(s), lambda s=s: s.evaluate_val(self), stage=s) for s in seen],
                 "outputs": {s.name: r["metrics"] for s, r in zip(self.stages, rows) if r["metrics"]}}
 
@@ -176,8 +176,11 @@ class MethodRun:
             r["outputs"].setdefault(name, {}).setdefault("after", {})[self.stages[i].name] = metrics
         r["acc_matrix"] = r["acc_matrix"][:i] + [row["acc"]]
         for key, values in (("shuffled_matrix", "shuffled"), ("imitation_matrix", "imitation"),
-                            ("success_matrix", "success"), ("val_matrix", "val")):
-            r[key] = r[key][:i] + [row[values] + [None] * (T - i - 1)]
+                            ("success_matrix", "success"), ("val_matrix", "val"), ("hallucination_matrix", "hallucination")):
+            r[key] = r.get(key, [])[:i] + [row[values] + [None] * (T - i - 1)]
+        # the key: per stage, its row right after its own training ({pope_f1, yes_ratio, chair_i, chair_s, ...})
+        r["hallucination"] = [r["hallucination_matrix"][j][j] if j < len(r["hallucination_matrix"]) else None
+                              for j in range(T)]
         for split, key in (("test", "text_probes"), ("val", "text_probes_val"), ("adapters_on", "text_probes_on")):
             for probe, value in (row["probes"].get(split) or {}).items():
                 r.setdefault(key, {})

@@ -102,3 +102,19 @@ def chunk_agent():
         return mm, generator
 
     return make
+
+
+@pytest.fixture(scope="session")
+def babyai_views():
+    """BabyAI GoToLocal observations (grid, rgb, mission, seed, step): 4 random-policy steps of 40 episodes."""
+    from graft.envs.rollout import load_env_config, make_env_factory
+
+    env = make_env_factory(load_env_config("babyai_goto"))()
+    rng, out = np.random.default_rng(0), []
+    for seed in range(40):
+        obs, _ = env.reset(seed=seed)
+        for step in range(4):
+            out.append({"grid": obs["grid"], "rgb": obs["rgb"], "mission": obs["mission"], "seed": seed, "step": step})
+            obs, *_ = env.step(int(rng.integers(3)))
+    env.close()
+    return out

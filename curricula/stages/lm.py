@@ -61,7 +61,21 @@ class TextLossStage(Stage):
                   for key, (c, n) in sorted(real.items())}
         return {"score": score, "shuffled": control, "groups": groups,
                 "imitation": self.score(run.mm, self.demos, run.action_names), "success": success, "metrics": {},
-                "unscored": why if success is None else None}
+                "unscored": why if success is None else None, "hallucination": self.hallucination(run)}
+
+    def hallucination(self, run) -> dict | None:
+        """POPE and CHAIR of this stage's modality on its test scenes (curricula/hallucination.py), with
+        `curriculum.eval.hallucination: {scenes, caption_tokens}`; None when off, for a text stage, or for
+        records that hold no scene (`grid`: BabyAI)."""
+        settings = run.cfg.curriculum.eval.get("hallucination")
+        if not settings or not self.modality or not self.test or "grid" not in self.test[0]:
+            return None
+        from graft.curricula.hallucination import hallucination
+
+        with run.timed("hallucination"):
+            return hallucination(run.mm, self.modality, self.test + self.demos, self.it, run.seed * 1000 + self.index,
+                                 max_scenes=int(settings.get("scenes", 32)),
+                                 caption_tokens=int(settings.get("caption_tokens", 32)))
 
     def evaluate_blind(self, run) -> float | None:
         from graft.curricula.evaluate import blind
@@ -108,6 +122,12 @@ class InputStage(TextLossStage):
         self.pt = mine(data["train"], ("caption",))
         self.it = mine(data["train"], ("qa", "demo"))
         self.demos = spread(mine(data["test"], ("demo",)), ctx.cap)
+        share = ctx.cfg.curriculum.get("negative_probes")
+        if share and "grid" in (self.it[0] if self.it else {}):  # the mitigation (curricula/hallucination.py)
+            from graft.curricula.hallucination import negative_probe_records
+
+            self.it = self.it + negative_probe_records(self.it, self.modality, float(share),
+                                                       int(ctx.cfg.seed) * 1000 + self.index)
         # demonstrations only (a LeRobotDataset has no questions): scored on the held-out next actions
         scored = ("qa",) if mine(data["test"], ("qa",)) or not self.demos else ("demo",)
         self.test = spread(mine(data["test"], scored), ctx.cap)

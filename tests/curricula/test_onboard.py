@@ -62,6 +62,24 @@ def test_report_has_every_metric_for_both_methods(small_run):
     assert (out / "plots" / "acc_matrix_graft.png").exists() and (out / "plots" / "stage_curves.png").exists()
 
 
+def test_every_input_stage_has_a_hallucination_row_beside_its_controls(small_run):
+    report, out = small_run
+    saved = json.loads((out / "report.json").read_text())
+    for name, r in saved["methods"].items():
+        rows = r["hallucination"]  # per stage, right after its own training; the text stage has no scene
+        assert len(rows) == 3 and rows[0] is None, name
+        for row in rows[1:]:
+            assert {"pope_f1", "yes_ratio", "chair_i", "chair_s"} <= set(row) and row["scenes"] == 6
+            assert 0 <= row["pope_f1"] <= 1 and 0 <= row["yes_ratio"] <= 1 and 0 <= row["chair_s"] <= 1
+            assert row["pope"]["probes"] > 12 and row["controls"]["pope_f1_always_yes"] == pytest.approx(2 / 3, abs=0.01)
+            assert 0 <= row["controls"]["pope_f1_shuffled"] <= 1
+        H = r["hallucination_matrix"]
+        assert [[c is not None for c in row] for row in H] == [[False] * 3, [False, True, False], [False, True, True]]
+    md = (out / "report.md").read_text()
+    assert "**Hallucination** (POPE F1" in md and "| grid | after rgb |" in md
+    assert (out / "plots" / "hallucination.png").exists()
+
+
 def test_graft_uses_one_adapter_per_modality_and_naive_one_shared(small_run):
     report, _ = small_run
     graft, naive = report["methods"]["graft"], report["methods"]["naive"]

@@ -50,7 +50,6 @@ def test_reach_controller_runs_physics_at_its_own_rate_and_the_expert_succeeds()
     for seed in range(3):
         ctl.reset(seed)
         expert.reset(ctl.env)
-        t0 = ctl.env.data.time
         while not ctl.done:
             ctl.apply(expert.act())
         wins += ctl.success
