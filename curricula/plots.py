@@ -177,6 +177,7 @@ def plot_hallucination(methods: dict):
     pope.set_title("POPE F1 (higher is better)")
     chair.set_title("CHAIR_i (lower is better)")
     for ax in (pope, chair):
+        ax.set_ylim(0, 1)  # both are fractions: a full axis keeps small differences small
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig

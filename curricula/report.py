@@ -192,7 +192,7 @@ def md_hallucination(stages: list[str], m: dict) -> list[str]:
         return []
     title = ("**Hallucination** (POPE F1 of balanced yes/no probes, beside the same model with the views shuffled "
              "and always saying yes; yes-ratio, 0.5 unbiased; CHAIR_i / CHAIR_s of \"Describe what you see.\", "
-             "CHAIR_i also against another scene's objects; lower is better)")
+             "CHAIR_i also against another scene's objects, lower is better)")
     header = ["stage", "after", "POPE F1", "shuffled", "always yes", "yes-ratio", "CHAIR_i", "other scene",
               "CHAIR_s", "scenes"]
     return [title, ""] + md_table(header, rows) + [""]
