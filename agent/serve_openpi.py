@@ -41,14 +41,14 @@ class OpenpiWire:
     def __init__(self, server):
         self.server = server
         self.key_map = {**openpi_wire.KEY_MAP, **(server.settings.openpi_keys or {})}
+        spec = server.meta.observation
+        self.client_keys = openpi_wire.client_keys([*spec.modalities, *spec.text_keys], self.key_map)
 
     def metadata(self) -> dict[str, Any]:
-        meta = self.server.meta
-        message = meta.to_message()
+        message = self.server.meta.to_message()  # read at each connect: `calibrate` fills its timing later
         message.pop("type")
-        keys = [*meta.observation.modalities, *meta.observation.text_keys]
-        return {**message, "wire": "openpi", "observation_keys": openpi_wire.client_keys(keys, self.key_map),
-                "action_horizon": int(meta.chunk_size)}
+        return {**message, "wire": "openpi", "observation_keys": self.client_keys,
+                "action_horizon": int(self.server.meta.chunk_size)}
 
     def hello(self) -> bytes:
         return openpi_wire.encode(self.metadata())
@@ -70,7 +70,7 @@ class OpenpiWire:
         try:
             out = await self.server.act(obs, alive)
         except ObservationError as exc:
-            return self._error(BAD_OBSERVATION, f"{exc} (openpi keys: {self.metadata()['observation_keys']})")
+            return self._error(BAD_OBSERVATION, f"{exc} (openpi keys: {self.client_keys})")
         except ConnectionAbortedError as exc:
             return self._error(SERVER_ERROR, str(exc))
         except Exception as exc:  # the model failed on this observation: answer, keep serving

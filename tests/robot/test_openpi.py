@@ -97,11 +97,10 @@ def test_a_whole_reach_episode_runs_on_real_action_chunks(openpi_servers):
     env = make_env("mujoco_reach")
     low, high = env.action_space.low, env.action_space.high
     broker = ActionChunkBroker(client, action_horizon=4)
-    raw = client.infer({"rgb": env.reset(seed=5)[0]["rgb"], "observation/state": env.reset(seed=5)[0]["proprio"],
-                        "prompt": "reach the red sphere"})
+    obs, _ = env.reset(seed=5)
+    raw = client.infer({"rgb": obs["rgb"], "observation/state": obs["proprio"], "prompt": obs["mission"]})
     assert raw["actions"].shape == (4, 2) and raw["actions"].dtype == np.float32  # (H, A) in env units
     calls, steps, done = client.calls, 0, False
-    obs, _ = env.reset(seed=5)
     while not done:
         action = broker.infer({"rgb": obs["rgb"], "observation/state": obs["proprio"], "prompt": obs["mission"]})
         action = action["actions"]
